@@ -1,0 +1,454 @@
+"""Transformer building blocks shared by every model family (EVA-02, EVA-CLIP, MAE, Evo-ViT).
+
+Parameter names follow PaddleMIX (`q_proj`/`k_proj`/`v_proj`, `mlp.w1/w2/w3`, `mlp.ffn_ln`,
+`attn.inner_attn_ln`) so published Paddle checkpoints load unchanged. Linear weights are [in, out].
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable, Optional, Sequence, Tuple
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+LayerFactory = Callable[[int], nn.Layer]
+
+
+# ----------------------------------------------------------------------------------------------- norms
+def make_layer_norm(epsilon: float = 1e-6) -> LayerFactory:
+    """LayerNorm factory. Vision towers use eps 1e-6 (Paddle's default is 1e-5, the CLIP text value)."""
+    from .ops import fused_layer_norm_class  # deferred: the custom op is optional
+
+    return partial(fused_layer_norm_class(), epsilon=epsilon)
+
+
+# ----------------------------------------------------------------------------------------- drop path
+def drop_path(x: paddle.Tensor, drop_prob: float, training: bool) -> paddle.Tensor:
+    """Stochastic depth: drop the residual branch per sample and rescale the survivors."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep_prob = 1.0 - drop_prob
+    shape = [x.shape[0]] + [1] * (x.ndim - 1)
+    mask = paddle.floor(keep_prob + paddle.rand(shape, dtype="float32")).astype(x.dtype)
+    return x / keep_prob * mask
+
+
+class DropPath(nn.Layer):
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+# ------------------------------------------------------------------------------------- patch embed
+class PatchEmbed(nn.Layer):
+    """Non-overlapping patches by a strided convolution, flattened in raster (row-major) order."""
+
+    def __init__(self, image_size: int, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.image_size = int(image_size)
+        self.patch_size = int(patch_size)
+        self.in_chans = int(in_chans)
+        self.proj = nn.Conv2D(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    @property
+    def grid_size(self) -> Tuple[int, int]:
+        side = self.image_size // self.patch_size
+        return side, side
+
+    @property
+    def num_patches(self) -> int:
+        h, w = self.grid_size
+        return h * w
+
+    def check_input(self, image: paddle.Tensor, owner: str = "model") -> None:
+        """Refuse anything but [B, in_chans, image_size, image_size] with a message saying what was expected."""
+        if image.ndim != 4:
+            raise ValueError(
+                f"{owner} expects a 4-D image batch [B, {self.in_chans}, {self.image_size}, {self.image_size}], "
+                f"got shape {list(image.shape)}"
+            )
+        _, c, h, w = image.shape
+        if c != self.in_chans:
+            raise ValueError(
+                f"{owner} expects {self.in_chans}-channel images (config.in_chans), got {c} channels "
+                f"(input shape {list(image.shape)})"
+            )
+        if (h, w) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"{owner} was built for {self.image_size}x{self.image_size} images (config.image_size), got "
+                f"{h}x{w}. Resize the input, or rebuild the model at the new size with "
+                f"model.set_input_size({h}) / from_pretrained(..., image_size={h}), which interpolates pos_embed "
+                f"and rebuilds RoPE."
+            )
+
+    def forward(self, image: paddle.Tensor) -> paddle.Tensor:
+        x = self.proj(image)  # [B, D, gh, gw]
+        return x.flatten(2).transpose([0, 2, 1])
+
+
+def scale_gradient(x: paddle.Tensor, scale: float) -> paddle.Tensor:
+    """Identity in the forward pass; the backward pass sees `scale` x the gradient (0 = detach)."""
+    if scale == 1.0:
+        return x
+    detached = x.detach()
+    if scale == 0.0:
+        return detached
+    return detached + scale * (x - detached)
+
+
+# ----------------------------------------------------------------------------------------------- FFNs
+class Mlp(nn.Layer):
+    """GELU MLP (EVA-01 / EVA-CLIP g-14, MAE, DeiT), optionally with a sub-LN on the hidden activations."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        out_features: Optional[int] = None,
+        drop: float = 0.0,
+        norm_layer: Optional[LayerFactory] = None,
+        subln: bool = False,
+    ):
+        super().__init__()
+        out_features = out_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.ffn_ln = norm_layer(hidden_features) if subln else None
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop = nn.Dropout(drop) if drop > 0 else None
+
+    @property
+    def out_proj(self) -> nn.Linear:
+        return self.fc2
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = self.act(self.fc1(x))
+        if self.ffn_ln is not None:
+            x = self.ffn_ln(x)
+        x = self.fc2(x)
+        if self.drop is not None:
+            x = self.drop(x)
+        return x
+
+
+class SwiGLU(nn.Layer):
+    """SwiGLU: w3([ffn_ln](silu(w1 x) * w2 x)). w1 is the gate; sub-LN on the hidden size for EVA-02 B/L."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        out_features: Optional[int] = None,
+        drop: float = 0.0,
+        norm_layer: Optional[LayerFactory] = None,
+        subln: bool = False,
+    ):
+        super().__init__()
+        out_features = out_features or in_features
+        self.w1 = nn.Linear(in_features, hidden_features)
+        self.w2 = nn.Linear(in_features, hidden_features)
+        self.act = nn.Silu()
+        self.ffn_ln = norm_layer(hidden_features) if subln else None
+        self.w3 = nn.Linear(hidden_features, out_features)
+        self.drop = nn.Dropout(drop) if drop > 0 else None
+
+    @property
+    def out_proj(self) -> nn.Linear:
+        return self.w3
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = self.act(self.w1(x)) * self.w2(x)
+        if self.ffn_ln is not None:
+            x = self.ffn_ln(x)
+        x = self.w3(x)
+        if self.drop is not None:
+            x = self.drop(x)
+        return x
+
+
+# ----------------------------------------------------------------------------------------------- RoPE
+def rope_angles(
+    grid_size: Tuple[int, int], head_dim: int, pt_seq_len: Optional[int], theta: float = 10000.0
+) -> np.ndarray:
+    """Angle table [gh*gw, head_dim] of EVA-02's 2D RoPE.
+
+    Channels [0, head_dim/2) encode the row, [head_dim/2, head_dim) the column; each of the head_dim/4
+    frequencies theta^(-j/(head_dim/4)) drives one interleaved pair. Positions are rescaled to the
+    pre-training grid (t_i = i * pt / ft) so a model pre-trained on 16x16 patches keeps its position range at
+    any resolution; `pt_seq_len=None` keeps integer positions. Computed in float32 in the reference order.
+    """
+    if head_dim % 4:
+        raise ValueError(f"2D RoPE needs a head dim divisible by 4, got {head_dim}")
+    num_freqs = head_dim // 4
+    exponent = np.arange(num_freqs, dtype=np.float32) / np.float32(num_freqs)
+    freqs = (np.float32(1.0) / np.power(np.float32(theta), exponent)).astype(np.float32)
+
+    def axis(n: int) -> np.ndarray:
+        t = np.arange(n, dtype=np.float32)
+        if pt_seq_len is not None:
+            t = (t / np.float32(n) * np.float32(pt_seq_len)).astype(np.float32)
+        return np.repeat(np.outer(t, freqs).astype(np.float32), 2, axis=1)  # [n, head_dim/2], pairs interleaved
+
+    gh, gw = grid_size
+    rows = np.broadcast_to(axis(gh)[:, None, :], (gh, gw, head_dim // 2))
+    cols = np.broadcast_to(axis(gw)[None, :, :], (gh, gw, head_dim // 2))
+    return np.concatenate([rows, cols], axis=-1).reshape(gh * gw, head_dim)
+
+
+class VisionRotaryEmbedding(nn.Layer):
+    """2D RoPE tables, shared by all blocks of a tower.
+
+    The cos/sin buffers are not persisted (checkpoints never carry them) and are rebuilt whenever the token
+    grid changes. `num_prefix_tokens` leading rows hold the identity rotation (cos 1, sin 0), so the cls token
+    passes through unrotated without splitting the sequence.
+    """
+
+    def __init__(
+        self,
+        head_dim: int,
+        grid_size: Tuple[int, int],
+        pt_seq_len: Optional[int] = 16,
+        num_prefix_tokens: int = 1,
+        theta: float = 10000.0,
+    ):
+        super().__init__()
+        self.head_dim = head_dim
+        self.pt_seq_len = pt_seq_len
+        self.num_prefix_tokens = num_prefix_tokens
+        self.theta = theta
+        self.grid_size: Tuple[int, int] = (0, 0)
+        self.register_buffer("freqs_cos", paddle.zeros([0]), persistable=False)
+        self.register_buffer("freqs_sin", paddle.zeros([0]), persistable=False)
+        self.set_grid_size(grid_size)
+
+    def set_grid_size(self, grid_size: Sequence[int]) -> None:
+        grid_size = (int(grid_size[0]), int(grid_size[1]))
+        if grid_size == self.grid_size:
+            return
+        angles = rope_angles(grid_size, self.head_dim, self.pt_seq_len, self.theta)
+        cos, sin = np.cos(angles), np.sin(angles)
+        if self.num_prefix_tokens:
+            prefix = np.zeros((self.num_prefix_tokens, self.head_dim), np.float32)
+            cos, sin = np.concatenate([prefix + 1.0, cos]), np.concatenate([prefix, sin])
+        self.grid_size = grid_size
+        self.freqs_cos = paddle.to_tensor(cos.astype(np.float32), place=self.freqs_cos.place)
+        self.freqs_sin = paddle.to_tensor(sin.astype(np.float32), place=self.freqs_sin.place)
+
+    def tables(self) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        return self.freqs_cos, self.freqs_sin
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, grid={self.grid_size}, pt_seq_len={self.pt_seq_len}"
+
+
+def rotate_pairs(x: paddle.Tensor) -> paddle.Tensor:
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): the interleaved-pair rotation by 90 degrees."""
+    pairs = x.reshape(x.shape[:-1] + [x.shape[-1] // 2, 2])
+    return paddle.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
+
+
+def apply_rope(x: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor) -> paddle.Tensor:
+    """Rotate q or k [B, H, N, head_dim] by tables [N, head_dim]."""
+    return x * cos.astype(x.dtype) + rotate_pairs(x) * sin.astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------- attention
+def _use_fused_attention(x: paddle.Tensor) -> bool:
+    """Paddle's fused kernels (flash / memory-efficient) are GPU kernels; on CPU the matmul path is used."""
+    return x.place.is_gpu_place() and x.dtype in (paddle.float16, paddle.bfloat16)
+
+
+class Attention(nn.Layer):
+    """Multi-head self-attention with separate q/k/v projections (k without bias unless asked), optional 2D RoPE
+    on q and k, an optional LayerNorm on the merged heads before `proj` (EVA-CLIP's `inner_attn_ln`) and an
+    optional additive / boolean attention mask (CLIP text tower)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: Optional[int] = None,
+        qkv_bias: bool = True,
+        k_bias: bool = False,
+        qk_scale: Optional[float] = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        inner_attn_ln: bool = False,
+        norm_layer: Optional[LayerFactory] = None,
+    ):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim or dim // num_heads
+        inner_dim = self.head_dim * num_heads
+        self.scale = qk_scale or self.head_dim**-0.5
+        self.q_proj = nn.Linear(dim, inner_dim, bias_attr=None if qkv_bias else False)
+        self.k_proj = nn.Linear(dim, inner_dim, bias_attr=None if k_bias else False)
+        self.v_proj = nn.Linear(dim, inner_dim, bias_attr=None if qkv_bias else False)
+        self.attn_drop = attn_drop
+        self.inner_attn_ln = (norm_layer or make_layer_norm())(inner_dim) if inner_attn_ln else None
+        self.proj = nn.Linear(inner_dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else None
+
+    def forward(
+        self,
+        x: paddle.Tensor,
+        rope: Optional[Tuple[paddle.Tensor, paddle.Tensor]] = None,
+        attn_mask: Optional[paddle.Tensor] = None,
+    ) -> paddle.Tensor:
+        b, n, _ = x.shape
+        q = self.q_proj(x).reshape([b, n, self.num_heads, self.head_dim])
+        k = self.k_proj(x).reshape([b, n, self.num_heads, self.head_dim])
+        v = self.v_proj(x).reshape([b, n, self.num_heads, self.head_dim])
+        if _use_fused_attention(x) and attn_mask is None:
+            if rope is not None:  # rotate in [B, N, H, d]: tables broadcast over heads
+                cos, sin = rope[0].unsqueeze(1), rope[1].unsqueeze(1)
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            out = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.attn_drop, training=self.training, scale=self.scale
+            )
+        else:
+            q, k, v = (t.transpose([0, 2, 1, 3]) for t in (q, k, v))  # [B, H, N, d]
+            if rope is not None:
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            attn = paddle.matmul(q * self.scale, k, transpose_y=True)
+            if attn_mask is not None:
+                if attn_mask.dtype == paddle.bool:
+                    attn = paddle.where(attn_mask, attn, paddle.full_like(attn, float("-inf")))
+                else:
+                    attn = attn + attn_mask.astype(attn.dtype)
+            attn = F.softmax(attn, axis=-1)
+            if self.attn_drop > 0 and self.training:
+                attn = F.dropout(attn, self.attn_drop)
+            out = paddle.matmul(attn, v).transpose([0, 2, 1, 3])
+        out = out.reshape([b, n, self.num_heads * self.head_dim])
+        if self.inner_attn_ln is not None:
+            out = self.inner_attn_ln(out)
+        out = self.proj(out)
+        if self.proj_drop is not None:
+            out = self.proj_drop(out)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- block
+class Block(nn.Layer):
+    """Transformer block: pre-norm residuals by default, post-norm (EVA-CLIP bigE) when asked."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_hidden_dim: int,
+        head_dim: Optional[int] = None,
+        qkv_bias: bool = True,
+        k_bias: bool = False,
+        qk_scale: Optional[float] = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_layer: Optional[LayerFactory] = None,
+        swiglu: bool = True,
+        subln: bool = False,
+        inner_attn_ln: bool = False,
+        postnorm: bool = False,
+    ):
+        super().__init__()
+        norm_layer = norm_layer or make_layer_norm()
+        self.postnorm = postnorm
+        self.norm1 = norm_layer(dim)
+        self.attn = Attention(
+            dim,
+            num_heads,
+            head_dim=head_dim,
+            qkv_bias=qkv_bias,
+            k_bias=k_bias,
+            qk_scale=qk_scale,
+            attn_drop=attn_drop,
+            proj_drop=drop,
+            inner_attn_ln=inner_attn_ln,
+            norm_layer=norm_layer,
+        )
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
+        self.norm2 = norm_layer(dim)
+        ffn = SwiGLU if swiglu else Mlp
+        self.mlp = ffn(dim, mlp_hidden_dim, drop=drop, norm_layer=norm_layer, subln=subln)
+
+    def _residual(self, x: paddle.Tensor, branch: paddle.Tensor) -> paddle.Tensor:
+        return x + (self.drop_path(branch) if self.drop_path is not None else branch)
+
+    def forward(
+        self,
+        x: paddle.Tensor,
+        rope: Optional[Tuple[paddle.Tensor, paddle.Tensor]] = None,
+        attn_mask: Optional[paddle.Tensor] = None,
+    ) -> paddle.Tensor:
+        if self.postnorm:
+            x = self._residual(x, self.norm1(self.attn(x, rope, attn_mask)))
+            return self._residual(x, self.norm2(self.mlp(x)))
+        x = self._residual(x, self.attn(self.norm1(x), rope, attn_mask))
+        return self._residual(x, self.mlp(self.norm2(x)))
+
+
+# ---------------------------------------------------------------------------------------- utilities
+def resample_abs_pos_embed(
+    pos_embed: paddle.Tensor, new_grid: Tuple[int, int], num_prefix_tokens: int = 1
+) -> paddle.Tensor:
+    """Bicubic resize (align_corners=False, no antialias, as the official EVA-02 finetune code) of the grid part of
+    a [1, prefix + gh*gw, D] position table; prefix rows (cls) are kept."""
+    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    old = int(round(math.sqrt(grid.shape[1])))
+    if old * old != grid.shape[1]:
+        raise ValueError(f"pos_embed grid of {grid.shape[1]} tokens is not square; cannot resample it")
+    if (old, old) == tuple(new_grid):
+        return pos_embed
+    dim = grid.shape[-1]
+    dtype = grid.dtype
+    grid = grid.astype("float32").reshape([1, old, old, dim]).transpose([0, 3, 1, 2])
+    grid = F.interpolate(grid, size=list(new_grid), mode="bicubic", align_corners=False)
+    grid = grid.transpose([0, 2, 3, 1]).reshape([1, new_grid[0] * new_grid[1], dim]).astype(dtype)
+    return paddle.concat([prefix, grid], axis=1)
+
+
+def init_trunc_normal(tensor: paddle.Tensor, std: float = 0.02, bound: float = 2.0) -> None:
+    """Truncated normal with absolute bounds [-bound, bound] (timm's default, i.e. a plain normal at std .02)."""
+    nn.initializer.TruncatedNormal(mean=0.0, std=std, a=-bound, b=bound)(tensor)
+
+
+def init_zeros(tensor: paddle.Tensor) -> None:
+    nn.initializer.Constant(0.0)(tensor)
+
+
+def init_ones(tensor: paddle.Tensor) -> None:
+    nn.initializer.Constant(1.0)(tensor)
+
+
+def init_xavier_uniform_flat(weight: paddle.Tensor) -> None:
+    """Xavier-uniform on a conv weight viewed as [out, in*k*k] (fan_out = out), as upstream MIM init does."""
+    fan_out = weight.shape[0]
+    fan_in = int(np.prod(weight.shape[1:]))
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    nn.initializer.Uniform(-limit, limit)(weight)
+
+
+def init_vit_layer(layer: nn.Layer, std: float = 0.02, xavier: bool = False) -> None:
+    """Default init of one sub-layer: Linear trunc-normal (or xavier-normal) with zero bias, LayerNorm 1/0."""
+    if isinstance(layer, nn.Linear):
+        if xavier:
+            nn.initializer.XavierNormal()(layer.weight)
+        else:
+            init_trunc_normal(layer.weight, std)
+        if layer.bias is not None:
+            init_zeros(layer.bias)
+    elif isinstance(layer, nn.LayerNorm):
+        if layer.weight is not None:
+            init_ones(layer.weight)
+        if layer.bias is not None:
+            init_zeros(layer.bias)

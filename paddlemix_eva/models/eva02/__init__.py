@@ -1,0 +1,11 @@
+from .configuration import EVA02VisionTransformerConfig, EVA02VisionTransformerForMIMConfig
+from .modeling import EVA02PretrainedModel, EVA02VisionTransformer, EVA02VisionTransformerForMIM, count_parameters
+
+__all__ = [
+    "EVA02VisionTransformerConfig",
+    "EVA02VisionTransformerForMIMConfig",
+    "EVA02PretrainedModel",
+    "EVA02VisionTransformer",
+    "EVA02VisionTransformerForMIM",
+    "count_parameters",
+]

@@ -1,0 +1,146 @@
+"""Configurations of the EVA-02 vision transformer (classifier and MIM student).
+
+Field names and defaults are PaddleMIX's, so a `config.json` published for PaddleMIX loads unchanged; the
+named models of the zoo override them per size (see `paddlemix_eva/zoo.py`).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from paddlenlp.transformers import PretrainedConfig
+
+# PaddleMIX config fields for features no released EVA-02 uses; refused when switched on rather than ignored.
+_UNSUPPORTED_FLAGS = (
+    "use_rel_pos_bias",
+    "use_shared_rel_pos_bias",
+    "use_shared_decoupled_rel_pos_bias",
+    "deepnorm",
+    "postnorm",
+    "init_values",
+)
+
+
+class EVA02VisionTransformerConfig(PretrainedConfig):
+    """EVA-02 classifier: mean of patch tokens -> `fc_norm` -> `head` (or cls token after `norm`)."""
+
+    model_type = "eva02_vit_finetune"
+    attribute_map = {}  # keep `num_classes` a plain field (PaddleNLP maps it to `num_labels` by default)
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 768,
+        layers: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = False,
+        qk_scale: Optional[float] = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        use_abs_pos_emb: bool = True,
+        use_mean_pooling: bool = True,
+        init_scale: float = 0.001,
+        init_std: float = 0.02,
+        xavier_normal_init: bool = False,
+        enable_recompute: bool = False,
+        stop_grad_conv1: bool = True,
+        subln: bool = True,
+        swiglu: bool = False,
+        naiveswiglu: bool = False,
+        rope: bool = True,
+        pt_hw_seq_len: int = 16,
+        intp_freq: bool = False,
+        **kwargs,
+    ):
+        kwargs.setdefault("return_dict", True)
+        super().__init__(**kwargs)
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.layers = layers
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.qkv_bias = qkv_bias
+        self.qk_scale = qk_scale
+        self.drop_rate = drop_rate
+        self.attn_drop_rate = attn_drop_rate
+        self.drop_path_rate = drop_path_rate
+        self.use_abs_pos_emb = use_abs_pos_emb
+        self.use_mean_pooling = use_mean_pooling
+        self.init_scale = init_scale
+        self.init_std = init_std
+        self.xavier_normal_init = xavier_normal_init
+        self.enable_recompute = enable_recompute
+        self.stop_grad_conv1 = stop_grad_conv1
+        self.subln = subln
+        self.swiglu = swiglu
+        self.naiveswiglu = naiveswiglu
+        self.rope = rope
+        self.pt_hw_seq_len = pt_hw_seq_len
+        self.intp_freq = intp_freq
+        self.validate()
+
+    # Derived shapes: the config is the single source of truth for them.
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def mlp_hidden_dim(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def use_swiglu(self) -> bool:
+        return bool(self.swiglu or self.naiveswiglu)
+
+    @property
+    def use_ffn_ln(self) -> bool:
+        """Sub-LN inside the FFN: SwiGLU only with `naiveswiglu` (B/L; the fused Ti/S layout has none)."""
+        return bool(self.subln and (self.naiveswiglu or not self.use_swiglu))
+
+    def validate(self) -> None:
+        for flag in _UNSUPPORTED_FLAGS:
+            if getattr(self, flag, None):
+                raise NotImplementedError(
+                    f"{type(self).__name__}: `{flag}={getattr(self, flag)!r}` is a PaddleMIX option no released EVA-02 "
+                    "model uses and paddlemix-eva does not implement; remove it from the config"
+                )
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.rope and self.head_dim % 4:
+            raise ValueError(f"2D RoPE needs a head dim divisible by 4; embed_dim/num_heads = {self.head_dim}")
+
+
+class EVA02VisionTransformerForMIMConfig(EVA02VisionTransformerConfig):
+    """EVA-02 masked-image-modeling student: final `norm`, `lm_head` to the teacher's feature width."""
+
+    model_type = "eva02_vit_pretrain"
+
+    def __init__(
+        self,
+        patch_size: int = 14,
+        predict_feature_dim: int = 1024,
+        xavier_normal_init: bool = True,
+        num_classes: int = 0,
+        **kwargs,
+    ):
+        self.predict_feature_dim = predict_feature_dim
+        super().__init__(
+            patch_size=patch_size, xavier_normal_init=xavier_normal_init, num_classes=num_classes, **kwargs
+        )

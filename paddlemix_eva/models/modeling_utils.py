@@ -1,0 +1,176 @@
+"""PaddleNLP `PretrainedModel` with the loading rules of paddlemix-eva.
+
+`from_pretrained(name_or_dir)` accepts a zoo name (config shipped in the package, weights fetched from the
+community store and cached) or a local directory (`config.json` + `model_state.pdparams` / `model.safetensors`).
+Before weights reach PaddleNLP's loader every key is checked: RoPE buffers are dropped, keys of a task head the
+checkpoint lacks are reported, foreign layouts and shape mismatches are refused with the keys and shapes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+from paddlenlp.transformers import PretrainedModel
+from paddlenlp.transformers import model_utils as _pnlp_model_utils
+
+from ..checkpoint import CheckpointError, read_state_dict
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
+#: official checkpoints persist RoPE tables; ours are rebuilt for the input grid
+_ROPE_KEY = re.compile(r"(^|\.)rope\.")
+#: key fragments that only appear in official / timm / open_clip layouts
+_FOREIGN_LAYOUT = ("attn.qkv.", "attn.q_bias", "attn.v_bias", "mlp.w12.", "mlp.fc1_g.", "mlp.fc1_x.", "visual.trunk.")
+
+
+def _matches(key: str, patterns: Iterable[str]) -> bool:
+    return any(re.search(p, key) for p in patterns)
+
+
+def find_weight_file(directory: str) -> str:
+    for name in WEIGHT_FILES:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"no weights in {directory}: expected one of {list(WEIGHT_FILES)}. Checkpoints in official / timm / "
+        "open_clip layouts can be converted with `paddlemix-eva convert`."
+    )
+
+
+class EVAPretrainedModel(PretrainedModel):
+    """Base of every paddlemix-eva model."""
+
+    resource_files_names = {"model_state": "model_state.pdparams"}
+    #: regexes of parameter keys a checkpoint may lack (a task head initialised afresh)
+    _optional_checkpoint_keys: Sequence[str] = ()
+    #: regexes of checkpoint keys this model drops on purpose (e.g. MIM-only keys in a classifier)
+    _dropped_checkpoint_keys: Sequence[str] = ()
+
+    # ------------------------------------------------------------------------------------- init
+    def init_weights(self) -> None:
+        """Upstream initialisation; skipped under PaddleNLP's `no_init_weights` (weights come next anyway)."""
+        if _pnlp_model_utils._init_weights:
+            self._init_parameters()
+
+    def _init_parameters(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------- resolving
+    @classmethod
+    def resolve_pretrained(cls, name_or_path: str, force_download: bool = False):
+        """(model directory, weight file, zoo entry or None) for a zoo name or a local directory."""
+        from .. import hub, zoo
+
+        if os.path.isdir(name_or_path):
+            return name_or_path, find_weight_file(name_or_path), None
+        entry = zoo.find_entry(name_or_path)
+        if entry is None:
+            if os.path.sep in name_or_path or name_or_path.startswith("."):
+                raise FileNotFoundError(f"model directory not found: {name_or_path}")
+            zoo.get_entry(name_or_path)  # raises with close matches
+        weights = hub.fetch_weights(entry.full_name, force_download=force_download)
+        return os.path.dirname(weights), weights, entry
+
+    # --------------------------------------------------------------------------------- loading
+    @classmethod
+    def adapt_state_dict(cls, state_dict: Dict[str, np.ndarray], config, source: str) -> Dict[str, np.ndarray]:
+        """Hook for family-specific fixes of a checkpoint before it is checked (e.g. pos_embed resampling)."""
+        return {k: v for k, v in state_dict.items() if not _ROPE_KEY.search(k)}
+
+    @classmethod
+    def check_state_dict(
+        cls, state_dict: Dict[str, np.ndarray], expected: Dict[str, Sequence[int]], source: str, strict: bool = True
+    ) -> Dict[str, np.ndarray]:
+        """Compare keys and shapes with the model; raise with the offending keys, log what is dropped or missing."""
+        foreign = sorted(k for k in state_dict if any(f in k for f in _FOREIGN_LAYOUT))
+        if foreign and not any(k in expected for k in foreign):
+            raise CheckpointError(
+                f"{source} is in an official / timm / open_clip layout (keys such as {foreign[:3]}); convert it "
+                "first: `paddlemix-eva convert SRC --format official|timm|open_clip --out DIR`"
+            )
+        mismatched = [
+            f"{k}: checkpoint {list(v.shape)} vs model {list(expected[k])}"
+            for k, v in state_dict.items()
+            if k in expected and list(v.shape) != list(expected[k])
+        ]
+        if mismatched:
+            raise CheckpointError(
+                f"{source} does not fit {cls.__name__} with this config ({len(mismatched)} shape mismatches; is it a "
+                "checkpoint of another model size?):\n  " + "\n  ".join(mismatched[:20])
+            )
+        dropped = sorted(k for k in state_dict if k not in expected and _matches(k, cls._dropped_checkpoint_keys))
+        if dropped:
+            logger.info("%s: dropping keys %s %s does not use", source, dropped, cls.__name__)
+        unexpected = sorted(k for k in state_dict if k not in expected and k not in dropped)
+        missing = sorted(k for k in expected if k not in state_dict)
+        fresh = [k for k in missing if _matches(k, cls._optional_checkpoint_keys)]
+        required = [k for k in missing if k not in fresh]
+        if fresh:
+            logger.warning("%s has no %s: initialised afresh (train them before use)", source, fresh)
+        problems = []
+        if required:
+            problems.append(f"missing keys {required[:20]}{' ...' if len(required) > 20 else ''}")
+        if unexpected:
+            problems.append(f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
+        if problems:
+            message = f"{source} does not match {cls.__name__}: " + "; ".join(problems)
+            if strict:
+                raise CheckpointError(message + " (pass strict=False to load anyway)")
+            logger.warning(message)
+        return {k: v for k, v in state_dict.items() if k in expected}
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, *args, **kwargs):
+        """Load a zoo model by name or a saved model directory.
+
+        Extra keyword arguments override config fields (`image_size=448` interpolates pos_embed, with a warning;
+        `num_classes=10` gives a fresh head). `strict=False` downgrades missing / unexpected keys to a warning.
+        """
+        from .. import zoo
+
+        strict = kwargs.pop("strict", True)
+        force_download = kwargs.pop("force_download", False)
+        config = kwargs.pop("config", None)
+        name = str(pretrained_model_name_or_path)
+        model_dir, weights, entry = cls.resolve_pretrained(name, force_download=force_download)
+        config_overrides = {k: kwargs.pop(k) for k in list(kwargs) if k not in _PADDLENLP_LOAD_KWARGS}
+        if config is None:
+            if entry is not None:
+                config = zoo.build_config(entry, cls.config_class, **config_overrides)
+            else:
+                config = cls.config_class.from_pretrained(model_dir, **config_overrides)
+        elif config_overrides:
+            raise TypeError(f"pass either config= or config overrides, not both: {sorted(config_overrides)}")
+        state_dict = read_state_dict(weights)
+        state_dict = cls.adapt_state_dict(state_dict, config, weights)
+        expected = cls._expected_shapes(config)
+        state_dict = cls.check_state_dict(state_dict, expected, weights, strict=strict)
+        return super().from_pretrained(model_dir, *args, config=config, state_dict=state_dict, **kwargs)
+
+    @classmethod
+    def _expected_shapes(cls, config) -> Dict[str, List[int]]:
+        """Parameter shapes of a model with `config`, built without initialisation (cheap even for L)."""
+        import paddle
+
+        with _pnlp_model_utils.no_init_weights(_enable=True), paddle.LazyGuard():
+            model = cls(config)
+        return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+
+_PADDLENLP_LOAD_KWARGS = {
+    "dtype",
+    "low_cpu_mem_usage",
+    "ignore_mismatched_sizes",
+    "cache_dir",
+    "subfolder",
+    "variant",
+    "use_safetensors",
+    "convert_from_torch",
+    "from_hf_hub",
+    "from_aistudio",
+}
