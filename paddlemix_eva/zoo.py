@@ -89,6 +89,15 @@ def build_config(entry: ZooEntry, config_class=None, **overrides):
     return config_class(**{**entry.config, **overrides})
 
 
+def count_parameters(name_or_entry) -> int:
+    """Parameters of a zoo model, counted on a lazily built instance (no weights allocated)."""
+    from .models.modeling_utils import count_parameters as count
+
+    entry = name_or_entry if isinstance(name_or_entry, ZooEntry) else get_entry(name_or_entry)
+    model_class = entry.load_class()
+    return count(model_class.build_lazily(build_config(entry, model_class.config_class)))
+
+
 def get_model(name: str, pretrained: bool = False, **overrides):
     """Build a zoo model by name; `pretrained=True` loads its published weights (downloaded once and cached)."""
     entry = get_entry(name)

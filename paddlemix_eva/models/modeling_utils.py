@@ -153,13 +153,20 @@ class EVAPretrainedModel(PretrainedModel):
         return super().from_pretrained(model_dir, *args, config=config, state_dict=state_dict, **kwargs)
 
     @classmethod
-    def _expected_shapes(cls, config) -> Dict[str, List[int]]:
-        """Parameter shapes of a model with `config`, built without initialisation (cheap even for L)."""
+    def build_lazily(cls, config) -> "EVAPretrainedModel":
+        """A model whose parameters have shapes but no storage or initialisation (cheap even for L)."""
         import paddle
 
         with _pnlp_model_utils.no_init_weights(_enable=True), paddle.LazyGuard():
-            model = cls(config)
-        return {k: list(v.shape) for k, v in model.state_dict().items()}
+            return cls(config)
+
+    @classmethod
+    def _expected_shapes(cls, config) -> Dict[str, List[int]]:
+        return {k: list(v.shape) for k, v in cls.build_lazily(config).state_dict().items()}
+
+
+def count_parameters(model) -> int:
+    return int(sum(int(np.prod(p.shape)) for p in model.parameters()))
 
 
 _PADDLENLP_LOAD_KWARGS = {

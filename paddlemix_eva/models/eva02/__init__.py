@@ -1,5 +1,5 @@
 from .configuration import EVA02VisionTransformerConfig, EVA02VisionTransformerForMIMConfig
-from .modeling import EVA02PretrainedModel, EVA02VisionTransformer, EVA02VisionTransformerForMIM, count_parameters
+from .modeling import EVA02PretrainedModel, EVA02VisionTransformer, EVA02VisionTransformerForMIM
 
 __all__ = [
     "EVA02VisionTransformerConfig",
@@ -7,5 +7,4 @@ __all__ = [
     "EVA02PretrainedModel",
     "EVA02VisionTransformer",
     "EVA02VisionTransformerForMIM",
-    "count_parameters",
 ]

@@ -300,6 +300,3 @@ class EVA02VisionTransformerForMIM(EVA02PretrainedModel):
             return self.lm_head(tokens)
         return self.lm_head(tokens[mask])
 
-
-def count_parameters(model: nn.Layer) -> int:
-    return int(sum(int(np.prod(p.shape)) for p in model.parameters()))

@@ -1,0 +1,41 @@
+# `make demo` and `make test` create .venv when it is missing, install into it, and run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Parity peers (tests only). torchvision goes in with --no-deps: the reachable wheels are CUDA builds and would
+# otherwise pull a multi-GB CUDA torch; tests/peers.py makes it importable beside the CPU torch.
+TORCH_PIN := torch==2.13.0
+PEERS_NODEPS := timm==1.0.31 open_clip_torch==3.3.0 torchvision==0.28.0
+
+.PHONY: demo test test-fast install install-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.installed: $(PY) requirements.txt setup.py
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install $(TORCH_PIN)
+	$(PIP) install --no-deps $(PEERS_NODEPS)
+	$(PIP) install -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed
+	$(PY) examples/eva02/run_zoo_demo.py
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest tests -q -ra
+
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest tests -q -ra -m "not slow"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
