@@ -31,6 +31,14 @@ class CheckpointError(ValueError):
     """A weight file that cannot be read or does not hold what was expected."""
 
 
+try:  # raised for truncated / garbage .safetensors; not a subclass of any builtin error but Exception
+    from safetensors import SafetensorError as _SafetensorError
+except ImportError:  # pragma: no cover - safetensors is a requirement
+
+    class _SafetensorError(Exception):
+        pass
+
+
 def _to_numpy(value) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
@@ -102,7 +110,21 @@ def read_state_dict(path: str) -> StateDict:
             )
     except (CheckpointError, FileNotFoundError, ImportError):
         raise
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as err:
+    except MemoryError as err:  # a corrupt pickle header can declare an absurd size (paddle.load lets it through)
+        raise CheckpointError(
+            f"{path}: ran out of memory reading the weight file; it is corrupt (declares an impossible size) or too "
+            "large for this machine"
+        ) from err
+    except (
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        EOFError,
+        OSError,
+        ValueError,
+        RuntimeError,
+        OverflowError,
+        _SafetensorError,
+    ) as err:
         raise CheckpointError(f"{path}: cannot read the weight file, it is truncated or corrupt ({err})") from err
     state = unwrap_state_dict(raw, path)
     return _strip_module_prefix({k: _to_numpy(v) for k, v in state.items() if hasattr(v, "shape")})

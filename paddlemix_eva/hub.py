@@ -7,6 +7,7 @@ file that replaces the final name only when complete and readable.
 """
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import sys
@@ -104,6 +105,10 @@ def download(url: str, dest: str, validate: Optional[Callable[[str], None]] = No
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         reason = getattr(err, "reason", err)
         raise DownloadError(f"cannot download {url} ({reason}). Without network access, {manual}") from err
+    except http.client.HTTPException as err:  # e.g. IncompleteRead: a chunked response cut off mid-stream
+        raise DownloadError(
+            f"download of {url} was interrupted ({err!r}); nothing was cached. Retry, or {manual}"
+        ) from err
     return dest
 
 

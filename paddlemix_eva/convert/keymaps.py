@@ -111,13 +111,13 @@ def detect_format(state: StateDict) -> str:
     keys = list(state)
     if any(k.startswith("visual.trunk.") for k in keys):
         return "open_clip"
-    if any(re.search(r"\.mlp\.(fc1_g|fc1_x)\.|\.attn\.q_proj\.bias$", k) for k in keys) and not any(
-        k.endswith("attn.q_bias") for k in keys
-    ):
+    # timm-only names; `attn.q_proj.bias` is no marker: PaddleMIX checkpoints have it too (every B/L, and Ti/S)
+    if any(re.search(r"\.mlp\.(fc1_g|fc1_x|norm)\.|\.attn\.norm\.", k) for k in keys):
+        return "timm"
+    # fused qkv + packed `fc1`: timm's Ti/S (which also has q_bias/v_bias; the official layout packs it as `w12`)
+    if any(re.search(r"\.mlp\.fc1\.weight$", k) for k in keys) and any(k.endswith("attn.qkv.weight") for k in keys):
         return "timm"
     if any(re.search(r"\.attn\.(q_bias|v_bias)$|\.mlp\.w12\.|(^|\.)rope\.freqs", k) for k in keys):
         return "official"
-    if any(re.search(r"\.mlp\.fc1\.weight$", k) for k in keys) and any(k.endswith("attn.qkv.weight") for k in keys):
-        return "timm"
     return "paddlemix"
 

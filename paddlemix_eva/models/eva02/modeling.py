@@ -199,9 +199,10 @@ class EVA02PretrainedModel(EVAPretrainedModel):
 class EVA02VisionTransformer(EVA02PretrainedModel):
     """EVA-02 image classifier."""
 
-    # Keys a checkpoint may lack (a fresh head for a new label set); keys dropped on purpose (MIM-only).
+    # Keys a checkpoint may lack (a fresh head for a new label set); keys dropped on purpose (MIM-only, and the
+    # MIM student's final `norm`, which a mean-pooling classifier does not have; only applies when not expected).
     _optional_checkpoint_keys = (r"^head\.", r"^fc_norm\.", r"^norm\.")
-    _dropped_checkpoint_keys = (r"^mask_token$", r"^lm_head\.")
+    _dropped_checkpoint_keys = (r"^mask_token$", r"^lm_head\.", r"^norm\.")
 
     def __init__(self, config: EVA02VisionTransformerConfig):
         super().__init__(config)
