@@ -9,6 +9,8 @@ from typing import Optional
 
 from paddlenlp.transformers import PretrainedConfig
 
+from ..trunk import TrunkSpec
+
 # PaddleMIX config fields for features no released EVA-02 uses; refused when switched on rather than ignored.
 _UNSUPPORTED_FLAGS = (
     "use_rel_pos_bias",
@@ -111,6 +113,27 @@ class EVA02VisionTransformerConfig(PretrainedConfig):
     def use_ffn_ln(self) -> bool:
         """Sub-LN inside the FFN: SwiGLU only with `naiveswiglu` (B/L; the fused Ti/S layout has none)."""
         return bool(self.subln and (self.naiveswiglu or not self.use_swiglu))
+
+    def trunk_spec(self) -> TrunkSpec:
+        return TrunkSpec(
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            in_chans=self.in_chans,
+            dim=self.embed_dim,
+            depth=self.layers,
+            num_heads=self.num_heads,
+            mlp_hidden_dim=self.mlp_hidden_dim,
+            qkv_bias=self.qkv_bias,
+            qk_scale=self.qk_scale,
+            swiglu=self.use_swiglu,
+            ffn_ln=self.use_ffn_ln,
+            rope=self.rope,
+            rope_pt_seq_len=self.pt_hw_seq_len if self.intp_freq else None,
+            use_abs_pos_emb=self.use_abs_pos_emb,
+            drop_rate=self.drop_rate,
+            attn_drop_rate=self.attn_drop_rate,
+            drop_path_rate=self.drop_path_rate,
+        )
 
     def validate(self) -> None:
         for flag in _UNSUPPORTED_FLAGS:

@@ -8,80 +8,27 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ...layers import (
-    Block,
-    PatchEmbed,
-    VisionRotaryEmbedding,
-    init_trunc_normal,
-    init_vit_layer,
-    init_xavier_uniform_flat,
-    init_zeros,
-    make_layer_norm,
-    resample_abs_pos_embed,
-    scale_gradient,
-)
+from ...layers import init_trunc_normal, resample_abs_pos_embed, scale_gradient
 from ..modeling_utils import EVAPretrainedModel
+from ..trunk import ViTTrunkMixin
 from .configuration import EVA02VisionTransformerConfig, EVA02VisionTransformerForMIMConfig
 
 logger = logging.getLogger(__name__)
 
-# Name fragments of the residual-branch output projections (upstream's init rescales).
-_RESIDUAL_OUT_PROJ = ("attn.proj", "mlp.w3", "mlp.fc2")
-_SUBLN_RESCALED = ("mlp.fc", "mlp.w", "attn.proj", "attn.v_proj")
 
-
-class EVA02PretrainedModel(EVAPretrainedModel):
+class EVA02PretrainedModel(ViTTrunkMixin, EVAPretrainedModel):
     """The EVA-02 trunk shared by the classifier and the MIM student (patch embed, cls, pos_embed, RoPE, blocks)."""
 
     config_class = EVA02VisionTransformerConfig
     base_model_prefix = "eva02_vit"
     #: the patch embedding's gradient scale under `stop_grad_conv1` (upstream: 0 finetune, 0.1 MIM)
     stop_grad_conv1_scale = 0.0
-
-    def _build_trunk(self, config: EVA02VisionTransformerConfig) -> None:
-        self.norm_layer = make_layer_norm(1e-6)
-        self.patch_embed = PatchEmbed(config.image_size, config.patch_size, config.in_chans, config.embed_dim)
-        self.cls_token = self.create_parameter([1, 1, config.embed_dim], default_initializer=nn.initializer.Constant(0.0))
-        if config.use_abs_pos_emb:
-            self.pos_embed = self.create_parameter(
-                [1, config.num_patches + 1, config.embed_dim], default_initializer=nn.initializer.Constant(0.0)
-            )
-        else:
-            self.pos_embed = None
-        self.pos_drop = nn.Dropout(config.drop_rate) if config.drop_rate > 0 else None
-        if config.rope:
-            self.rope = VisionRotaryEmbedding(
-                config.head_dim,
-                (config.grid_size, config.grid_size),
-                pt_seq_len=config.pt_hw_seq_len if config.intp_freq else None,
-            )
-        else:
-            self.rope = None
-        dpr = np.linspace(0, config.drop_path_rate, config.layers).tolist()
-        self.blocks = nn.LayerList(
-            [
-                Block(
-                    config.embed_dim,
-                    config.num_heads,
-                    config.mlp_hidden_dim,
-                    qkv_bias=config.qkv_bias,
-                    qk_scale=config.qk_scale,
-                    drop=config.drop_rate,
-                    attn_drop=config.attn_drop_rate,
-                    drop_path=dpr[i],
-                    norm_layer=self.norm_layer,
-                    swiglu=config.use_swiglu,
-                    subln=config.use_ffn_ln,
-                )
-                for i in range(config.layers)
-            ]
-        )
 
     # ----------------------------------------------------------------------------------- forward
     def _embed(self, image: paddle.Tensor, bool_masked_pos: Optional[paddle.Tensor] = None) -> paddle.Tensor:
@@ -92,52 +39,19 @@ class EVA02PretrainedModel(EVAPretrainedModel):
         if bool_masked_pos is not None:
             w = bool_masked_pos.reshape([x.shape[0], -1, 1]).astype(x.dtype)
             x = x * (1.0 - w) + self.mask_token.astype(x.dtype) * w
-        cls = self.cls_token.astype(x.dtype).expand([x.shape[0], -1, -1])
-        x = paddle.concat([cls, x], axis=1)
-        if self.pos_embed is not None:
-            x = x + self.pos_embed.astype(x.dtype)
-        if self.pos_drop is not None:
-            x = self.pos_drop(x)
-        return x
-
-    def _forward_blocks(self, x: paddle.Tensor) -> paddle.Tensor:
-        rope = self.rope.tables() if self.rope is not None else None
-        recompute = self.config.enable_recompute and self.training and not x.stop_gradient
-        for blk in self.blocks:
-            if recompute:
-                from paddle.distributed.fleet.utils import recompute as run_recomputed
-
-                x = run_recomputed(blk, x, rope, use_reentrant=False)
-            else:
-                x = blk(x, rope)
-        return x
+        return self._tokens(x)
 
     def forward_features(
         self, image: paddle.Tensor, bool_masked_pos: Optional[paddle.Tensor] = None
     ) -> paddle.Tensor:
         """All tokens [B, 1 + N, D] after the last block (before any final norm)."""
-        return self._forward_blocks(self._embed(image, bool_masked_pos))
+        return self._forward_blocks(self._embed(image, bool_masked_pos), recompute=self.config.enable_recompute)
 
-    # ------------------------------------------------------------------------------ input size
     def set_input_size(self, image_size: int) -> None:
         """Rebuild for another input size: pos_embed bicubic-resampled (no antialias), RoPE tables rebuilt."""
-        config = self.config
-        if image_size % config.patch_size:
-            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {config.patch_size}")
-        if image_size == config.image_size:
-            return
-        grid = image_size // config.patch_size
-        if self.pos_embed is not None:
-            with paddle.no_grad():
-                resampled = resample_abs_pos_embed(self.pos_embed, (grid, grid))
-            new_param = self.create_parameter(resampled.shape, dtype=self.pos_embed.dtype)
-            new_param.set_value(resampled)
-            new_param.stop_gradient = self.pos_embed.stop_gradient
-            self.pos_embed = new_param
-        config.image_size = image_size
-        self.patch_embed.image_size = image_size
-        if self.rope is not None:
-            self.rope.set_grid_size((grid, grid))
+        if image_size != self.config.image_size:
+            self._resize_trunk(image_size)
+            self.config.image_size = image_size
 
     @classmethod
     def adapt_state_dict(
@@ -168,33 +82,6 @@ class EVA02PretrainedModel(EVAPretrainedModel):
                 state_dict["pos_embed"] = resampled.numpy().astype(pos.dtype)
         return state_dict
 
-    # ---------------------------------------------------------------------------------- init
-    def _init_trunk(self) -> None:
-        config = self.config
-        for layer in self.sublayers(include_self=False):
-            init_vit_layer(layer, std=config.init_std, xavier=config.xavier_normal_init)
-        conv = self.patch_embed.proj
-        if config.xavier_normal_init:
-            init_xavier_uniform_flat(conv.weight)
-        else:
-            init_trunc_normal(conv.weight, config.init_std)
-        init_zeros(conv.bias)
-
-    def _rescale_residual_projections(self) -> None:
-        """Upstream finetune init: the output projections of block l (1-based) divided by sqrt(2 l)."""
-        with paddle.no_grad():
-            for layer_id, blk in enumerate(self.blocks, start=1):
-                for linear in (blk.attn.proj, blk.mlp.out_proj):
-                    linear.weight.set_value(linear.weight / math.sqrt(2.0 * layer_id))
-
-    def _rescale_subln_params(self) -> None:
-        """Upstream MIM init for sub-LN models (B/L): scale the FFN and attn v/proj parameters by sqrt(ln(2 L))."""
-        gain = math.sqrt(math.log(2.0 * self.config.layers))
-        with paddle.no_grad():
-            for name, param in self.named_parameters():
-                if any(fragment in name for fragment in _SUBLN_RESCALED):
-                    param.set_value(param * gain)
-
 
 class EVA02VisionTransformer(EVA02PretrainedModel):
     """EVA-02 image classifier."""
@@ -206,7 +93,7 @@ class EVA02VisionTransformer(EVA02PretrainedModel):
 
     def __init__(self, config: EVA02VisionTransformerConfig):
         super().__init__(config)
-        self._build_trunk(config)
+        self._build_trunk(config.trunk_spec())
         if config.use_mean_pooling:
             self.norm = None
             self.fc_norm = self.norm_layer(config.embed_dim)
@@ -218,10 +105,7 @@ class EVA02VisionTransformer(EVA02PretrainedModel):
 
     def _init_parameters(self) -> None:
         config = self.config
-        self._init_trunk()
-        init_trunc_normal(self.cls_token, config.init_std)
-        if self.pos_embed is not None:
-            init_trunc_normal(self.pos_embed, config.init_std)
+        self._init_trunk(std=config.init_std)
         self._rescale_residual_projections()
         if self.head is not None:
             with paddle.no_grad():
@@ -264,7 +148,7 @@ class EVA02VisionTransformerForMIM(EVA02PretrainedModel):
 
     def __init__(self, config: EVA02VisionTransformerForMIMConfig):
         super().__init__(config)
-        self._build_trunk(config)
+        self._build_trunk(config.trunk_spec())
         self.mask_token = self.create_parameter(
             [1, 1, config.embed_dim], default_initializer=nn.initializer.Constant(0.0)
         )
@@ -274,10 +158,9 @@ class EVA02VisionTransformerForMIM(EVA02PretrainedModel):
 
     def _init_parameters(self) -> None:
         config = self.config
-        self._init_trunk()
-        for param in (self.cls_token, self.pos_embed, self.mask_token):
-            if param is not None:  # upstream pre-training: truncated at +-1 std
-                init_trunc_normal(param, config.init_std, bound=config.init_std)
+        # upstream pre-training: xavier init, tokens truncated at +-1 std
+        self._init_trunk(std=config.init_std, xavier=config.xavier_normal_init, token_bound=config.init_std)
+        init_trunc_normal(self.mask_token, config.init_std, bound=config.init_std)
         if config.use_ffn_ln:
             self._rescale_subln_params()
 

@@ -1,0 +1,179 @@
+"""The ViT trunk every vision tower shares: patch embedding, cls token, absolute pos_embed, 2D RoPE, blocks.
+
+EVA-02 (classifier and MIM student), the EVA-CLIP vision towers and MAE's encoder differ only in the values of a
+`TrunkSpec` and in what they put on top; the attribute names (`patch_embed`, `cls_token`, `pos_embed`, `blocks`)
+are PaddleMIX's state-dict keys.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from ..layers import (
+    Block,
+    PatchEmbed,
+    VisionRotaryEmbedding,
+    init_trunc_normal,
+    init_vit_layer,
+    init_xavier_uniform_flat,
+    init_zeros,
+    make_layer_norm,
+    resample_abs_pos_embed,
+)
+
+
+@dataclass(frozen=True)
+class TrunkSpec:
+    """Shapes and switches of a ViT trunk (derived from a model config; never stored)."""
+
+    image_size: int
+    patch_size: int
+    in_chans: int
+    dim: int
+    depth: int
+    num_heads: int
+    mlp_hidden_dim: int
+    head_dim: Optional[int] = None
+    qkv_bias: bool = True
+    k_bias: bool = False
+    qk_scale: Optional[float] = None
+    swiglu: bool = True
+    ffn_ln: bool = False
+    inner_attn_ln: bool = False
+    postnorm: bool = False
+    rope: bool = True
+    rope_pt_seq_len: Optional[int] = 16
+    use_abs_pos_emb: bool = True
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    norm_eps: float = 1e-6
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+
+class ViTTrunkMixin:
+    """Builds and runs the trunk on the layer it is mixed into (a PaddleNLP model or a plain `nn.Layer`)."""
+
+    def _build_trunk(self, spec: TrunkSpec) -> None:
+        self.trunk_spec = spec
+        self.norm_layer = make_layer_norm(spec.norm_eps)
+        self.patch_embed = PatchEmbed(spec.image_size, spec.patch_size, spec.in_chans, spec.dim)
+        zeros = nn.initializer.Constant(0.0)
+        self.cls_token = self.create_parameter([1, 1, spec.dim], default_initializer=zeros)
+        if spec.use_abs_pos_emb:
+            self.pos_embed = self.create_parameter([1, spec.num_patches + 1, spec.dim], default_initializer=zeros)
+        else:
+            self.pos_embed = None
+        self.pos_drop = nn.Dropout(spec.drop_rate) if spec.drop_rate > 0 else None
+        head_dim = spec.head_dim or spec.dim // spec.num_heads
+        if spec.rope:
+            self.rope = VisionRotaryEmbedding(head_dim, (spec.grid_size, spec.grid_size), spec.rope_pt_seq_len)
+        else:
+            self.rope = None
+        dpr = np.linspace(0, spec.drop_path_rate, spec.depth).tolist()
+        self.blocks = nn.LayerList(
+            [
+                Block(
+                    spec.dim,
+                    spec.num_heads,
+                    spec.mlp_hidden_dim,
+                    head_dim=spec.head_dim,
+                    qkv_bias=spec.qkv_bias,
+                    k_bias=spec.k_bias,
+                    qk_scale=spec.qk_scale,
+                    drop=spec.drop_rate,
+                    attn_drop=spec.attn_drop_rate,
+                    drop_path=dpr[i],
+                    norm_layer=self.norm_layer,
+                    swiglu=spec.swiglu,
+                    subln=spec.ffn_ln,
+                    inner_attn_ln=spec.inner_attn_ln,
+                    postnorm=spec.postnorm,
+                )
+                for i in range(spec.depth)
+            ]
+        )
+
+    # -------------------------------------------------------------------------------- forward
+    def _tokens(self, patches: paddle.Tensor) -> paddle.Tensor:
+        """Prepend cls, add pos_embed: [B, N, D] patch embeddings -> [B, 1 + N, D] tokens."""
+        cls = self.cls_token.astype(patches.dtype).expand([patches.shape[0], -1, -1])
+        x = paddle.concat([cls, patches], axis=1)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed.astype(x.dtype)
+        if self.pos_drop is not None:
+            x = self.pos_drop(x)
+        return x
+
+    def _forward_blocks(self, x: paddle.Tensor, recompute: bool = False) -> paddle.Tensor:
+        rope = self.rope.tables() if self.rope is not None else None
+        recompute = recompute and self.training and not x.stop_gradient
+        for blk in self.blocks:
+            if recompute:
+                from paddle.distributed.fleet.utils import recompute as run_recomputed
+
+                x = run_recomputed(blk, x, rope, use_reentrant=False)
+            else:
+                x = blk(x, rope)
+        return x
+
+    # ---------------------------------------------------------------------------- input size
+    def _resize_trunk(self, image_size: int) -> None:
+        """pos_embed bicubic-resampled (no antialias) to the new grid, RoPE tables rebuilt, input check updated."""
+        patch = self.patch_embed.patch_size
+        if image_size % patch:
+            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch}")
+        grid = image_size // patch
+        if self.pos_embed is not None:
+            with paddle.no_grad():
+                resampled = resample_abs_pos_embed(self.pos_embed, (grid, grid))
+            new_param = self.create_parameter(resampled.shape, dtype=self.pos_embed.dtype)
+            new_param.set_value(resampled)
+            new_param.stop_gradient = self.pos_embed.stop_gradient
+            self.pos_embed = new_param
+        self.patch_embed.image_size = image_size
+        if self.rope is not None:
+            self.rope.set_grid_size((grid, grid))
+
+    # ---------------------------------------------------------------------------------- init
+    def _init_trunk(self, std: float = 0.02, xavier: bool = False, token_bound: float = 2.0) -> None:
+        """Linear trunc-normal (or xavier-normal), LayerNorm 1/0, patch kernel trunc-normal (or flattened xavier-
+        uniform), cls/pos trunc-normal at `std` truncated at +-`token_bound`."""
+        for layer in self.sublayers(include_self=False):
+            init_vit_layer(layer, std=std, xavier=xavier)
+        conv = self.patch_embed.proj
+        if xavier:
+            init_xavier_uniform_flat(conv.weight)
+        else:
+            init_trunc_normal(conv.weight, std)
+        init_zeros(conv.bias)
+        for param in (self.cls_token, self.pos_embed):
+            if param is not None:
+                init_trunc_normal(param, std, bound=token_bound)
+
+    def _rescale_residual_projections(self) -> None:
+        """Upstream init: the residual output projections of block l (1-based) divided by sqrt(2 l)."""
+        with paddle.no_grad():
+            for layer_id, blk in enumerate(self.blocks, start=1):
+                for linear in (blk.attn.proj, blk.mlp.out_proj):
+                    linear.weight.set_value(linear.weight / math.sqrt(2.0 * layer_id))
+
+    def _rescale_subln_params(self, fragments: Tuple[str, ...] = ("mlp.fc", "mlp.w", "attn.proj", "attn.v_proj")) -> None:
+        """Upstream MIM init for sub-LN models: FFN and attention v/out parameters times sqrt(ln(2 depth))."""
+        gain = math.sqrt(math.log(2.0 * len(self.blocks)))
+        with paddle.no_grad():
+            for name, param in self.named_parameters():
+                if any(fragment in name for fragment in fragments):
+                    param.set_value(param * gain)
