@@ -1,0 +1,231 @@
+"""CPU inference speed of our EVA-02 classifiers next to timm's, measured in the same process.
+
+    python benchmarks/bench_backbone.py                       # Ti and S at 224 and 336, batch 8, 2 threads
+    python benchmarks/bench_backbone.py --models Ti --sizes 224 --backends inference,dygraph --runs 9
+    python benchmarks/bench_backbone.py --markdown /tmp/table.md
+
+For every (model, size) the timm model and each of our backends are built, warmed up, and then timed in rounds
+(a few consecutive calls of timm, then of each backend, repeated) so that slow phases of a shared machine hit
+all of them alike; the table reports the median images/s and ours/timm. Backends:
+
+  inference  our model exported to a static graph and run by Paddle Inference with oneDNN
+             (`paddlemix_eva.inference_backend.compile_for_cpu`)
+  dygraph    our model's eager forward under `paddle.no_grad()`
+
+Random weights (speed does not depend on them); eval mode, float32, no grad / `torch.inference_mode()`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List
+
+import paddlemix_eva  # noqa: F401  (before paddle: selects MKL's fast path on AMD, see paddlemix_eva/runtime.py)
+import numpy as np
+import paddle
+
+from paddlemix_eva import layers
+from paddlemix_eva.runtime import set_cpu_threads, tune_glibc_malloc
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ZOO = {"Ti": "eva02_Ti_pt_in21k_ft_in1k_p14", "S": "eva02_S_pt_in21k_ft_in1k_p14"}
+TIMM = {"Ti": "eva02_tiny_patch14_{}", "S": "eva02_small_patch14_{}"}
+BACKENDS = ("inference", "dygraph")
+
+logger = logging.getLogger("bench_backbone")
+
+
+def import_timm():
+    """timm through the test suite's helper (it registers the torchvision op schemas timm's import needs)."""
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    try:
+        from peers import import_timm as _import_timm
+    finally:
+        sys.path.pop(0)
+    return _import_timm()
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def build_runners(args, tag: str, size: int, images: np.ndarray, timm) -> Dict[str, Callable[[], object]]:
+    runners: Dict[str, Callable[[], object]] = {}
+    if timm is not None:
+        import torch
+
+        if size in (224, 336):  # timm's registered EVA-02 Ti/S sizes
+            tm = timm.create_model(TIMM[tag].format(size), pretrained=False, num_classes=1000)
+        else:
+            tm = timm.create_model(TIMM[tag].format(224), pretrained=False, num_classes=1000, img_size=size)
+        tm = tm.eval()
+        x_torch = torch.from_numpy(images)
+
+        def run_timm():
+            with torch.inference_mode():
+                return tm(x_torch)
+
+        runners["timm"] = run_timm
+
+    model = paddlemix_eva.get_model(ZOO[tag], image_size=size).eval()
+    x_paddle = paddle.to_tensor(images)
+
+    def run_dygraph():
+        with paddle.no_grad():
+            return model(x_paddle).numpy()
+
+    reference = None
+    for backend in args.backends:
+        if backend == "dygraph":
+            runners["ours-dygraph"] = run_dygraph
+        elif backend == "inference":
+            from paddlemix_eva.inference_backend import compile_for_cpu
+
+            predictor = compile_for_cpu(model, num_threads=args.threads, onednn=not args.no_onednn)
+            reference = run_dygraph() if reference is None else reference
+            diff = float(np.abs(predictor(images) - reference).max())
+            logger.info("%s@%d: inference backend vs eager forward, max |logit diff| = %.2e", tag, size, diff)
+            name = "ours-inference" if not args.no_onednn else "ours-inference-no-onednn"
+            runners[name] = lambda predictor=predictor: predictor(images)
+    return runners
+
+
+def time_in_rounds(
+    runners: Dict[str, Callable[[], object]], warmup: int, runs: int, rounds: int
+) -> Dict[str, List[float]]:
+    """`runs` timed calls per runner, spread over `rounds` rounds; in each round every runner gets one untimed
+    call and then its consecutive timed calls. Back-to-back calls of one framework measure its steady state
+    (alternating single calls measured both frameworks ~50% slower here: each evicts the other's working set),
+    while the rounds spread slow phases of a shared machine over all runners alike."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: Dict[str, List[float]] = {name: [] for name in runners}
+    per_round = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
+    for count in per_round:
+        for name, run in runners.items():
+            run()
+            for _ in range(count):
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="Ti,S", help="comma-separated, from: " + ",".join(ZOO))
+    parser.add_argument("--sizes", default="224,336", help="comma-separated input sizes (multiples of 14)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2, help="compute threads for torch and paddle")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs per model before timing")
+    parser.add_argument("--runs", type=int, default=9, help="timed runs per model (the median is reported)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds the timed runs are spread over")
+    parser.add_argument(
+        "--backends", default="inference", help="our backends, comma-separated, from: " + ",".join(BACKENDS)
+    )
+    parser.add_argument("--no-onednn", action="store_true", help="inference backend without oneDNN kernels")
+    parser.add_argument(
+        "--matmul-attention",
+        action="store_true",
+        help="our models without the fused CPU attention kernel (sets " + layers.DISABLE_CPU_FUSED_ATTENTION_ENV + ")",
+    )
+    parser.add_argument(
+        "--tune-malloc",
+        action="store_true",
+        help="paddlemix_eva.runtime.tune_glibc_malloc() first (affects timm and ours alike)",
+    )
+    parser.add_argument("--no-timm", action="store_true", help="time our backends only")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown to FILE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    for noisy in ("paddlemix_eva", "paddlenlp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    for model in args.models:
+        if model not in ZOO:
+            parser.error(f"unknown model {model!r}; choose from {', '.join(ZOO)}")
+    for backend in args.backends:
+        if backend not in BACKENDS:
+            parser.error(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    for size in args.sizes:
+        if size % 14:
+            parser.error(f"size {size} is not a multiple of the patch size 14")
+    if not args.backends:
+        parser.error("--backends is empty")
+    if args.batch < 1 or args.threads < 1 or args.runs < 1 or args.warmup < 0 or not 1 <= args.rounds <= args.runs:
+        parser.error("--batch, --threads and --runs must be >= 1, --warmup >= 0, 1 <= --rounds <= --runs")
+
+    if args.matmul_attention:
+        os.environ[layers.DISABLE_CPU_FUSED_ATTENTION_ENV] = "1"
+        layers.cpu_fused_attention_available.cache_clear()
+    if args.tune_malloc and not tune_glibc_malloc():
+        logger.warning("--tune-malloc: mallopt is not available here; running with the default allocator settings")
+    set_cpu_threads(args.threads)  # eager CPU kernels; the predictor gets its threads from its config
+    timm = None
+    if not args.no_timm:
+        timm = import_timm()
+        import torch
+
+        torch.set_num_threads(args.threads)
+    versions = f"paddle {paddle.__version__}"
+    if timm is not None:
+        import torch
+
+        versions += f", torch {torch.__version__}, timm {timm.__version__}"
+    logger.info("%s, %d threads, batch %d, %s, MKL_DEBUG_CPU_TYPE=%s, CPU fused attention %s, malloc tuning %s",
+                cpu_name(), args.threads, args.batch, versions, os.environ.get("MKL_DEBUG_CPU_TYPE", "unset"),
+                "on" if layers.cpu_fused_attention_available() else "off", "on" if args.tune_malloc else "off")
+
+    rows = []
+    for tag in args.models:
+        for size in args.sizes:
+            images = np.random.default_rng(0).standard_normal((args.batch, 3, size, size)).astype(np.float32)
+            runners = build_runners(args, tag, size, images, timm)
+            times = time_in_rounds(runners, args.warmup, args.runs, args.rounds)
+            medians = {name: statistics.median(t) for name, t in times.items()}
+            for name, median in medians.items():
+                if name == "timm":
+                    continue
+                row = {"model": tag, "size": size, "backend": name, "ours_s": median,
+                       "ours_ips": args.batch / median, "timm_s": medians.get("timm"),
+                       "timm_ips": args.batch / medians["timm"] if "timm" in medians else None}
+                row["ratio"] = row["ours_ips"] / row["timm_ips"] if row["timm_ips"] else None
+                rows.append(row)
+                logger.info("%s@%d %-26s %6.3f s/batch %7.1f img/s   timm %s", tag, size, name, median,
+                            row["ours_ips"], "-" if row["timm_s"] is None else
+                            f"{row['timm_s']:.3f} s/batch {row['timm_ips']:.1f} img/s  ours/timm {row['ratio']:.2f}")
+
+    header = "| model | input | ours (backend) | ours img/s | timm img/s | ours/timm |"
+    lines = [header, "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        timm_ips = "-" if r["timm_ips"] is None else f"{r['timm_ips']:.1f}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(
+            f"| EVA-02 {r['model']} | {r['size']} | {r['backend']} | {r['ours_ips']:.1f} | {timm_ips} | {ratio} |"
+        )
+    table = "\n".join(lines)
+    logger.info("\n%s", table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
