@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -109,9 +110,48 @@ def scale_gradient(x: paddle.Tensor, scale: float) -> paddle.Tensor:
     return detached + scale * (x - detached)
 
 
+# ----------------------------------------------------------------------------------------- naming
+@dataclass(frozen=True)
+class LayerNames:
+    """Attribute (= state-dict key) names of a block's sub-layers; the math is the same under every scheme."""
+
+    norm1: str = "norm1"
+    norm2: str = "norm2"
+    attn_out: str = "proj"
+    fc1: str = "fc1"
+    fc2: str = "fc2"
+
+
+#: EVA / timm-style vision blocks
+VISION_NAMES = LayerNames()
+#: OpenAI CLIP text blocks (`ln_1`, `attn.out_proj`, `mlp.c_fc`, `mlp.c_proj`)
+CLIP_TEXT_NAMES = LayerNames(norm1="ln_1", norm2="ln_2", attn_out="out_proj", fc1="c_fc", fc2="c_proj")
+
+
 # ----------------------------------------------------------------------------------------------- FFNs
-class Mlp(nn.Layer):
-    """GELU MLP (EVA-01 / EVA-CLIP g-14, MAE, DeiT), optionally with a sub-LN on the hidden activations."""
+class _FeedForward(nn.Layer):
+    """hidden = f(x); [ffn_ln(hidden)]; output projection; dropout. Subclasses define the hidden map."""
+
+    def _finish(self, hidden: paddle.Tensor) -> paddle.Tensor:
+        if self.ffn_ln is not None:
+            hidden = self.ffn_ln(hidden)
+        out = self.output_projection(hidden)
+        return self.drop(out) if self.drop is not None else out
+
+    def _build_output(self, hidden_features: int, out_features: int, drop: float, norm_layer, subln: bool, out_name: str):
+        self.ffn_ln = norm_layer(hidden_features) if subln else None
+        self._out_name = out_name
+        self.add_sublayer(out_name, nn.Linear(hidden_features, out_features))
+        self.drop = nn.Dropout(drop) if drop > 0 else None
+
+    @property
+    def output_projection(self) -> nn.Linear:
+        return getattr(self, self._out_name)
+
+
+class Mlp(_FeedForward):
+    """GELU MLP (EVA-01 / EVA-CLIP g-14 and E, CLIP text, MAE, DeiT), optionally with a sub-LN on the hidden
+    activations. `names` picks the Linear names (`fc1`/`fc2`, or CLIP text's `c_fc`/`c_proj`)."""
 
     def __init__(
         self,
@@ -121,30 +161,19 @@ class Mlp(nn.Layer):
         drop: float = 0.0,
         norm_layer: Optional[LayerFactory] = None,
         subln: bool = False,
+        names: LayerNames = VISION_NAMES,
     ):
         super().__init__()
-        out_features = out_features or in_features
-        self.fc1 = nn.Linear(in_features, hidden_features)
+        self._in_name = names.fc1
+        self.add_sublayer(names.fc1, nn.Linear(in_features, hidden_features))
         self.act = nn.GELU()
-        self.ffn_ln = norm_layer(hidden_features) if subln else None
-        self.fc2 = nn.Linear(hidden_features, out_features)
-        self.drop = nn.Dropout(drop) if drop > 0 else None
-
-    @property
-    def out_proj(self) -> nn.Linear:
-        return self.fc2
+        self._build_output(hidden_features, out_features or in_features, drop, norm_layer, subln, names.fc2)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.act(self.fc1(x))
-        if self.ffn_ln is not None:
-            x = self.ffn_ln(x)
-        x = self.fc2(x)
-        if self.drop is not None:
-            x = self.drop(x)
-        return x
+        return self._finish(self.act(getattr(self, self._in_name)(x)))
 
 
-class SwiGLU(nn.Layer):
+class SwiGLU(_FeedForward):
     """SwiGLU: w3([ffn_ln](silu(w1 x) * w2 x)). w1 is the gate; sub-LN on the hidden size for EVA-02 B/L."""
 
     def __init__(
@@ -155,30 +184,18 @@ class SwiGLU(nn.Layer):
         drop: float = 0.0,
         norm_layer: Optional[LayerFactory] = None,
         subln: bool = False,
+        names: LayerNames = VISION_NAMES,
     ):
         super().__init__()
-        out_features = out_features or in_features
         self.w1 = nn.Linear(in_features, hidden_features)
         self.w2 = nn.Linear(in_features, hidden_features)
         # Swish with beta 1 is SiLU; Paddle's `swish` has a oneDNN kernel (and fuses into the preceding fc in
         # Paddle Inference), its `silu` only a plain single-threaded CPU kernel.
         self.act = nn.Swish()
-        self.ffn_ln = norm_layer(hidden_features) if subln else None
-        self.w3 = nn.Linear(hidden_features, out_features)
-        self.drop = nn.Dropout(drop) if drop > 0 else None
-
-    @property
-    def out_proj(self) -> nn.Linear:
-        return self.w3
+        self._build_output(hidden_features, out_features or in_features, drop, norm_layer, subln, "w3")
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.act(self.w1(x)) * self.w2(x)
-        if self.ffn_ln is not None:
-            x = self.ffn_ln(x)
-        x = self.w3(x)
-        if self.drop is not None:
-            x = self.drop(x)
-        return x
+        return self._finish(self.act(self.w1(x)) * self.w2(x))
 
 
 # ----------------------------------------------------------------------------------------------- RoPE
@@ -404,6 +421,7 @@ class Attention(nn.Layer):
         proj_drop: float = 0.0,
         inner_attn_ln: bool = False,
         norm_layer: Optional[LayerFactory] = None,
+        out_name: str = "proj",
     ):
         super().__init__()
         self.num_heads = num_heads
@@ -415,8 +433,13 @@ class Attention(nn.Layer):
         self.v_proj = nn.Linear(dim, inner_dim, bias_attr=None if qkv_bias else False)
         self.attn_drop = attn_drop
         self.inner_attn_ln = (norm_layer or make_layer_norm())(inner_dim) if inner_attn_ln else None
-        self.proj = nn.Linear(inner_dim, dim)
+        self._out_name = out_name
+        self.add_sublayer(out_name, nn.Linear(inner_dim, dim))
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else None
+
+    @property
+    def output_projection(self) -> nn.Linear:
+        return getattr(self, self._out_name)
 
     def _qkv_weight(self) -> paddle.Tensor:
         """[dim, 3 * inner]: the three projection weights side by side.
@@ -513,7 +536,7 @@ class Attention(nn.Layer):
         out = out.reshape([0, 0, self.num_heads * self.head_dim])
         if self.inner_attn_ln is not None:
             out = self.inner_attn_ln(out)
-        out = self.proj(out)
+        out = self.output_projection(out)
         if self.proj_drop is not None:
             out = self.proj_drop(out)
         return out
@@ -540,11 +563,13 @@ class Block(nn.Layer):
         subln: bool = False,
         inner_attn_ln: bool = False,
         postnorm: bool = False,
+        names: LayerNames = VISION_NAMES,
     ):
         super().__init__()
         norm_layer = norm_layer or make_layer_norm()
         self.postnorm = postnorm
-        self.norm1 = norm_layer(dim)
+        self._norm_names = (names.norm1, names.norm2)
+        self.add_sublayer(names.norm1, norm_layer(dim))
         self.attn = Attention(
             dim,
             num_heads,
@@ -556,11 +581,12 @@ class Block(nn.Layer):
             proj_drop=drop,
             inner_attn_ln=inner_attn_ln,
             norm_layer=norm_layer,
+            out_name=names.attn_out,
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else None
-        self.norm2 = norm_layer(dim)
+        self.add_sublayer(names.norm2, norm_layer(dim))
         ffn = SwiGLU if swiglu else Mlp
-        self.mlp = ffn(dim, mlp_hidden_dim, drop=drop, norm_layer=norm_layer, subln=subln)
+        self.mlp = ffn(dim, mlp_hidden_dim, drop=drop, norm_layer=norm_layer, subln=subln, names=names)
 
     def _residual(self, x: paddle.Tensor, branch: paddle.Tensor) -> paddle.Tensor:
         return x + (self.drop_path(branch) if self.drop_path is not None else branch)
@@ -571,11 +597,12 @@ class Block(nn.Layer):
         rope: Optional[Tuple[paddle.Tensor, paddle.Tensor]] = None,
         attn_mask: Optional[paddle.Tensor] = None,
     ) -> paddle.Tensor:
+        norm1, norm2 = (getattr(self, name) for name in self._norm_names)
         if self.postnorm:
-            x = self._residual(x, self.norm1(self.attn(x, rope, attn_mask)))
-            return self._residual(x, self.norm2(self.mlp(x)))
-        x = self._residual(x, self.attn(self.norm1(x), rope, attn_mask))
-        return self._residual(x, self.mlp(self.norm2(x)))
+            x = self._residual(x, norm1(self.attn(x, rope, attn_mask)))
+            return self._residual(x, norm2(self.mlp(x)))
+        x = self._residual(x, self.attn(norm1(x), rope, attn_mask))
+        return self._residual(x, self.mlp(norm2(x)))
 
 
 # ---------------------------------------------------------------------------------------- utilities

@@ -34,7 +34,7 @@ class ZooEntry:
 
 
 _REGISTRY: Dict[str, ZooEntry] = {}
-_TABLES = ("paddlemix_eva.models.eva02.zoo_table",)
+_TABLES = ("paddlemix_eva.models.eva02.zoo_table", "paddlemix_eva.models.evaclip.zoo_table")
 _loaded = False
 
 

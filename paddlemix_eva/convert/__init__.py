@@ -12,7 +12,7 @@ import os
 from typing import Optional, Union
 
 from ..checkpoint import CheckpointError, StateDict, read_state_dict, save_paddle_state_dict
-from .keymaps import FORMATS, detect_format, vision_to_paddlemix
+from .keymaps import FORMATS, clip_to_paddlemix, detect_format, is_clip_state_dict, vision_to_paddlemix
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ def convert_state_dict(state: StateDict, fmt: str, source: str = "checkpoint") -
     guessed = detect_format(state)
     if fmt == "paddlemix" and guessed != "paddlemix":
         raise CheckpointError(f"{source} looks like a {guessed!r} checkpoint, not PaddleMIX; use --format {guessed}")
+    if is_clip_state_dict(state):
+        return clip_to_paddlemix(state, fmt)
     return vision_to_paddlemix(state, fmt)
 
 
@@ -41,6 +43,8 @@ def convert_checkpoint(
     """
     from .. import zoo
     from .eva02 import infer_eva02, p14_to_p16
+    from ..models.eva02 import EVA02VisionTransformer, EVA02VisionTransformerForMIM
+    from .evaclip import infer_evaclip
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown --format {fmt!r}; expected one of {FORMATS}")
@@ -51,9 +55,13 @@ def convert_checkpoint(
         entry = zoo.get_entry(model)
         model_class = entry.load_class()
         config = zoo.build_config(entry, model_class.config_class)
+    elif any(k.startswith("visual.") for k in state):
+        model_class, config = infer_evaclip(state, source)
     else:
         model_class, config = infer_eva02(state, source)
     if p14to16:
+        if model_class is not EVA02VisionTransformer and model_class is not EVA02VisionTransformerForMIM:
+            raise ValueError("--p14to16 applies to EVA-02 models, not to EVA-CLIP checkpoints")
         config = p14_to_p16(state, config)
     state = model_class.adapt_state_dict(state, config, source)
     state = model_class.check_state_dict(state, model_class._expected_shapes(config), source, strict=True)

@@ -46,6 +46,12 @@ def _split_fused(state: StateDict) -> StateDict:
                     continue  # EVA vision towers have no k bias; a zero one is padding
                 out[f"{prefix}.{name}.{kind}"] = part
             continue
+        in_proj = re.search(r"\.attn\.in_proj_(weight|bias)$", key)
+        if in_proj:  # torch.nn.MultiheadAttention (CLIP text): q, k, v all with a real bias
+            prefix = key[: in_proj.start()]
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), np.split(value, 3, axis=0)):
+                out[f"{prefix}.attn.{name}.{in_proj.group(1)}"] = part
+            continue
         packed = re.search(r"\.mlp\.(w12|fc1)\.(weight|bias)$", key)
         if packed:
             prefix = key[: packed.start()]
@@ -111,6 +117,8 @@ def detect_format(state: StateDict) -> str:
     keys = list(state)
     if any(k.startswith("visual.trunk.") for k in keys):
         return "open_clip"
+    if any(k.endswith("attn.in_proj_weight") for k in keys):
+        return "official"  # CLIP text towers in torch layout (official rei / asuka); open_clip caught above
     # timm-only names; `attn.q_proj.bias` is no marker: PaddleMIX checkpoints have it too (every B/L, and Ti/S)
     if any(re.search(r"\.mlp\.(fc1_g|fc1_x|norm)\.|\.attn\.norm\.", k) for k in keys):
         return "timm"
@@ -121,3 +129,37 @@ def detect_format(state: StateDict) -> str:
         return "official"
     return "paddlemix"
 
+
+
+# Top-level keys of the official EVA-CLIP / OpenAI CLIP text tower (open_clip and PaddleMIX nest them under `text.`).
+_TEXT_TOP_LEVEL = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+
+
+def is_clip_state_dict(state: StateDict) -> bool:
+    return any(k.startswith(("visual.", "text.")) for k in state) or any(k.startswith(_TEXT_TOP_LEVEL) for k in state)
+
+
+def clip_to_paddlemix(state: StateDict, fmt: str) -> StateDict:
+    """Map a whole EVA-CLIP checkpoint (official `rei`, the EVA-02 `asuka` teacher, open_clip or PaddleMIX) to
+    PaddleMIX names: `visual.*`, `text.*`, `logit_scale` of shape [1]."""
+    vision: StateDict = {}
+    text: StateDict = {}
+    out: StateDict = {}
+    for key, value in state.items():
+        if key.startswith("visual.trunk."):
+            vision[key[len("visual.trunk."):]] = value
+        elif key.startswith("visual."):
+            vision[key[len("visual."):]] = value
+        elif key in ("logit_scale", "text.logit_scale"):
+            out["logit_scale"] = np.asarray(value, dtype=np.float32).reshape([1])
+        elif key.startswith("text."):
+            text[key[len("text."):]] = value
+        elif key.startswith(_TEXT_TOP_LEVEL):
+            text[key] = value
+        else:
+            out[key] = value  # left for the key check to report
+    if fmt != "paddlemix":
+        text = _transpose_linears(_split_fused(_drop_buffers(text)))
+    out.update({f"visual.{k}": v for k, v in vision_to_paddlemix(vision, fmt).items()})
+    out.update({f"text.{k}": v for k, v in text.items()})
+    return out

@@ -5,6 +5,7 @@ from .eva02 import (
     EVA02VisionTransformerForMIM,
     EVA02VisionTransformerForMIMConfig,
 )
+from .evaclip import EVACLIP, EVACLIPConfig
 from .modeling_utils import EVAPretrainedModel
 
 __all__ = [
@@ -13,4 +14,6 @@ __all__ = [
     "EVA02VisionTransformerForMIMConfig",
     "EVA02VisionTransformer",
     "EVA02VisionTransformerForMIM",
+    "EVACLIPConfig",
+    "EVACLIP",
 ]

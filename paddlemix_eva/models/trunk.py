@@ -167,7 +167,7 @@ class ViTTrunkMixin:
         """Upstream init: the residual output projections of block l (1-based) divided by sqrt(2 l)."""
         with paddle.no_grad():
             for layer_id, blk in enumerate(self.blocks, start=1):
-                for linear in (blk.attn.proj, blk.mlp.out_proj):
+                for linear in (blk.attn.output_projection, blk.mlp.output_projection):
                     linear.weight.set_value(linear.weight / math.sqrt(2.0 * layer_id))
 
     def _rescale_subln_params(self, fragments: Tuple[str, ...] = ("mlp.fc", "mlp.w", "attn.proj", "attn.v_proj")) -> None:

@@ -1,0 +1,59 @@
+"""EVA-CLIP specifics of conversion: the architecture of both towers from tensor shapes."""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Dict, Tuple, Type
+
+import numpy as np
+
+from ..models.evaclip import EVACLIP, EVACLIPConfig
+from .eva02 import _require
+
+logger = logging.getLogger(__name__)
+StateDict = Dict[str, np.ndarray]
+#: head width of each released vision width that does not use 64-d heads (EVA-01 g: 1408, EVA-02-CLIP-E: 1792)
+HEAD_WIDTH_BY_WIDTH = {1408: 88, 1792: 112}
+TEXT_HEAD_DIM = 64  # every CLIP text tower
+
+
+def _depth(state: StateDict, pattern: str) -> int:
+    return 1 + max(int(m.group(1)) for k in state if (m := re.match(pattern, k)))
+
+
+def infer_evaclip(state: StateDict, source: str = "checkpoint") -> Tuple[Type, EVACLIPConfig]:
+    """Model class and config of a PaddleMIX-layout EVA-CLIP state dict, read from tensor shapes."""
+    width = int(_require(state, "visual.cls_token", source).shape[-1])
+    conv = _require(state, "visual.patch_embed.proj.weight", source)
+    grid = int(round(np.sqrt(_require(state, "visual.pos_embed", source).shape[1] - 1)))
+    swiglu = "visual.blocks.0.mlp.w1.weight" in state
+    hidden = int(state["visual.blocks.0.mlp.w1.weight" if swiglu else "visual.blocks.0.mlp.fc1.weight"].shape[1])
+    # post-norm blocks (EVA-02-CLIP-E) cannot be told from pre-norm ones by shapes; the width identifies them
+    vision = dict(
+        image_size=grid * int(conv.shape[-1]),
+        patch_size=int(conv.shape[-1]),
+        width=width,
+        layers=_depth(state, r"visual\.blocks\.(\d+)\."),
+        head_width=HEAD_WIDTH_BY_WIDTH.get(width, 64),
+        mlp_ratio=hidden / width if int(width * (hidden / width)) == hidden else (hidden + 0.5) / width,
+        qkv_bias="visual.blocks.0.attn.q_proj.bias" in state,
+        rope=swiglu,
+        pt_hw_seq_len=16,
+        intp_freq=swiglu,
+        naiveswiglu=swiglu,
+        subln="visual.blocks.0.mlp.ffn_ln.weight" in state,
+        inner_attn_ln="visual.blocks.0.attn.inner_attn_ln.weight" in state,
+        postnorm=width == 1792,
+        use_mean_pooling=False,
+    )
+    text_width = int(_require(state, "text.token_embedding.weight", source).shape[1])
+    text = dict(
+        context_length=int(_require(state, "text.positional_embedding", source).shape[0]),
+        vocab_size=int(state["text.token_embedding.weight"].shape[0]),
+        width=text_width,
+        heads=text_width // TEXT_HEAD_DIM,
+        layers=_depth(state, r"text\.transformer\.resblocks\.(\d+)\."),
+    )
+    embed_dim = int(_require(state, "text.text_projection", source).shape[1])
+    logger.info("%s: inferred EVA-CLIP embed_dim=%d vision=%s text=%s", source, embed_dim, vision, text)
+    return EVACLIP, EVACLIPConfig(embed_dim=embed_dim, vision_cfg=vision, text_cfg=text)

@@ -1,0 +1,198 @@
+"""Configurations of EVA-CLIP: vision tower, text tower and the joint model.
+
+Field names and defaults are PaddleMIX's (`EVAVisionTransformerConfig`, `TextTransformerConfig`,
+`EVACLIPConfig` with `vision_cfg` / `text_cfg` dicts), so PaddleMIX's `config.json` files load unchanged; the named
+models of `zoo_table.py` set every architectural field explicitly.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Union
+
+from paddlenlp.transformers import PretrainedConfig
+
+from ..trunk import TrunkSpec
+
+# PaddleMIX options that no released EVA-CLIP uses; refused when switched on rather than silently ignored.
+_UNSUPPORTED_VISION = ("use_rel_pos_bias", "use_shared_rel_pos_bias", "attentional_pool", "fuse_qv", "init_values")
+_UNSUPPORTED_TEXT = ("embed_cls", "ls_init_value")
+
+
+def _refuse(config: PretrainedConfig, flags) -> None:
+    for flag in flags:
+        if getattr(config, flag, None):
+            raise NotImplementedError(
+                f"{type(config).__name__}: `{flag}={getattr(config, flag)!r}` is a PaddleMIX option no released EVA-CLIP "
+                "uses and paddlemix-eva does not implement; remove it from the config"
+            )
+
+
+class EVACLIPVisionConfig(PretrainedConfig):
+    """EVA-CLIP image tower: EVA-02 style (RoPE, SwiGLU + sub-LN, `inner_attn_ln`) or EVA-01 style (GELU MLP)."""
+
+    model_type = "evavision_transformer"
+    attribute_map = {}
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 1000,
+        width: int = 768,
+        layers: int = 12,
+        head_width: int = 64,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = False,
+        drop_path_rate: float = 0.0,
+        patch_dropout: float = 0.0,
+        use_abs_pos_emb: bool = True,
+        rope: bool = False,
+        use_mean_pooling: bool = False,
+        postnorm: bool = False,
+        pt_hw_seq_len: int = 16,
+        intp_freq: bool = False,
+        naiveswiglu: bool = False,
+        subln: bool = False,
+        inner_attn_ln: bool = True,
+        init_scale: float = 0.001,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        self.width = width
+        self.layers = layers
+        self.head_width = head_width
+        self.mlp_ratio = mlp_ratio
+        self.qkv_bias = qkv_bias
+        self.drop_path_rate = drop_path_rate
+        self.patch_dropout = patch_dropout
+        self.use_abs_pos_emb = use_abs_pos_emb
+        self.rope = rope
+        self.use_mean_pooling = use_mean_pooling
+        self.postnorm = postnorm
+        self.pt_hw_seq_len = pt_hw_seq_len
+        self.intp_freq = intp_freq
+        self.naiveswiglu = naiveswiglu
+        self.subln = subln
+        self.inner_attn_ln = inner_attn_ln
+        self.init_scale = init_scale
+        _refuse(self, _UNSUPPORTED_VISION)
+        if patch_dropout:
+            raise NotImplementedError("EVACLIPVisionConfig: patch_dropout > 0 is not implemented")
+        if use_mean_pooling:
+            raise NotImplementedError(
+                "EVACLIPVisionConfig: every released EVA-CLIP pools the cls token after the final norm; "
+                "use_mean_pooling=True (PaddleMIX's default, which would also break the MIM teacher) is not supported"
+            )
+        if width % head_width:
+            raise ValueError(f"width {width} is not divisible by head_width {head_width}")
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+
+    @property
+    def num_heads(self) -> int:
+        return self.width // self.head_width
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def mlp_hidden_dim(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+    def trunk_spec(self) -> TrunkSpec:
+        return TrunkSpec(
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            in_chans=self.in_chans,
+            dim=self.width,
+            depth=self.layers,
+            num_heads=self.num_heads,
+            head_dim=self.head_width,
+            mlp_hidden_dim=self.mlp_hidden_dim,
+            qkv_bias=self.qkv_bias,
+            swiglu=self.naiveswiglu,
+            ffn_ln=self.subln,
+            inner_attn_ln=self.subln and self.inner_attn_ln,
+            postnorm=self.postnorm,
+            rope=self.rope,
+            rope_pt_seq_len=self.pt_hw_seq_len if self.intp_freq else None,
+            use_abs_pos_emb=self.use_abs_pos_emb,
+            drop_path_rate=self.drop_path_rate,
+        )
+
+
+class EVACLIPTextConfig(PretrainedConfig):
+    """OpenAI-CLIP style causal text transformer: EOT pooling, `text_projection`, LayerNorm eps 1e-5."""
+
+    model_type = "text_transformer"
+    attribute_map = {}
+
+    def __init__(
+        self,
+        context_length: int = 77,
+        vocab_size: int = 49408,
+        width: int = 512,
+        heads: int = 8,
+        layers: int = 12,
+        mlp_ratio: float = 4.0,
+        embed_dim: int = 512,
+        quick_gelu: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.context_length = context_length
+        self.vocab_size = vocab_size
+        self.width = width
+        self.heads = heads
+        self.layers = layers
+        self.mlp_ratio = mlp_ratio
+        self.embed_dim = embed_dim
+        self.quick_gelu = quick_gelu
+        _refuse(self, _UNSUPPORTED_TEXT)
+        if quick_gelu:
+            raise NotImplementedError("EVACLIPTextConfig: quick_gelu is not used by any EVA-CLIP and not implemented")
+        if width % heads:
+            raise ValueError(f"text width {width} is not divisible by heads {heads}")
+
+
+def _as_dict(cfg: Union[None, Dict[str, Any], PretrainedConfig]) -> Dict[str, Any]:
+    if cfg is None:
+        return {}
+    if isinstance(cfg, PretrainedConfig):
+        return {k: v for k, v in cfg.to_dict().items() if k not in ("model_type", "architectures")}
+    return dict(cfg)
+
+
+class EVACLIPConfig(PretrainedConfig):
+    """Joint image-text model; `embed_dim` (the shared embedding width) is copied into both towers."""
+
+    model_type = "evaclip"
+    attribute_map = {}
+
+    def __init__(
+        self,
+        embed_dim: int = 512,
+        vision_cfg: Optional[Dict[str, Any]] = None,
+        text_cfg: Optional[Dict[str, Any]] = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.embed_dim = embed_dim
+        self.vision_cfg = {**_as_dict(vision_cfg), "embed_dim": embed_dim}
+        self.text_cfg = {**_as_dict(text_cfg), "embed_dim": embed_dim}
+        # parse now so a bad config fails at construction, not at first use
+        self.vision_config
+        self.text_config
+
+    @property
+    def vision_config(self) -> EVACLIPVisionConfig:
+        return EVACLIPVisionConfig(**self.vision_cfg)
+
+    @property
+    def text_config(self) -> EVACLIPTextConfig:
+        return EVACLIPTextConfig(**self.text_cfg)

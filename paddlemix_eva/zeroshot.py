@@ -1,0 +1,142 @@
+"""Zero-shot classification with a CLIP model: prompt-ensemble class embeddings and top-k accuracy.
+
+Per class every template is filled, encoded, L2-normalised; the mean is renormalised (CLIP's prompt ensemble).
+Logits are 100 x cosine (a fixed 100, not the learned scale). Class embeddings are cached on disk under a key
+that hashes the text tower's weights, the class names and the templates, so a cache is never reused for another
+model or label set.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from .checkpoint import atomic_path
+from .datasets import collate_skip_invalid
+from .resources import data_path, imagenet_classnames
+
+logger = logging.getLogger(__name__)
+LOGIT_SCALE = 100.0
+
+
+def read_lines(path: str, what: str) -> List[str]:
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.strip()]
+    if not lines:
+        raise ValueError(f"{path}: the {what} file is empty")
+    return lines
+
+
+def imagenet_templates() -> List[str]:
+    return read_lines(data_path("imagenet_templates.txt"), "templates")
+
+
+def check_prompts(classnames: Sequence[str], templates: Sequence[str]) -> None:
+    if not classnames:
+        raise ValueError("zero-shot classification needs at least one class name; the class list is empty")
+    if not templates:
+        raise ValueError("zero-shot classification needs at least one prompt template; the template list is empty")
+    bad = [t for t in templates if "{}" not in t]
+    if bad:
+        raise ValueError(f"every template must contain '{{}}' where the class name goes; these do not: {bad[:5]}")
+
+
+def text_tower_fingerprint(model) -> str:
+    """sha256 over the names, shapes and bytes of every text-tower parameter (what the class embeddings depend on)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.text.state_dict().items()):
+        array = np.ascontiguousarray(tensor.numpy())
+        digest.update(f"{name}:{array.dtype}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def classifier_cache_key(model, classnames: Sequence[str], templates: Sequence[str]) -> str:
+    digest = hashlib.sha256(text_tower_fingerprint(model).encode())
+    for item in ("classes", *classnames, "templates", *templates):
+        digest.update(item.encode("utf-8") + b"\0")
+    return digest.hexdigest()[:32]
+
+
+@paddle.no_grad()
+def build_classifier(
+    model,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    tokenizer=None,
+    batch_size: int = 256,
+    cache_dir: Optional[str] = None,
+) -> np.ndarray:
+    """[embed_dim, num_classes] normalised class embeddings, read from / written to `cache_dir` when given."""
+    check_prompts(classnames, templates)
+    cache_file = None
+    if cache_dir:
+        cache_file = os.path.join(cache_dir, f"zeroshot_classifier_{classifier_cache_key(model, classnames, templates)}.npy")
+        if os.path.isfile(cache_file):
+            logger.info("using cached class embeddings %s", cache_file)
+            return np.load(cache_file)
+    if tokenizer is None:
+        from .models.evaclip.tokenizer import get_tokenizer
+
+        tokenizer = get_tokenizer()
+    was_training = model.training
+    model.eval()
+    prompts = [template.format(name) for name in classnames for template in templates]
+    embeddings = []
+    for start in range(0, len(prompts), batch_size):
+        ids = paddle.to_tensor(tokenizer(prompts[start : start + batch_size]))
+        embeddings.append(F.normalize(model.encode_text(ids), axis=-1).numpy())
+    per_prompt = np.concatenate(embeddings).reshape(len(classnames), len(templates), -1)
+    mean = per_prompt.mean(axis=1)
+    classifier = (mean / np.linalg.norm(mean, axis=-1, keepdims=True)).T.astype(np.float32)
+    model.train(was_training)
+    if cache_file:
+        with atomic_path(cache_file) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, classifier)
+        logger.info("cached class embeddings in %s", cache_file)
+    return classifier
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per-sample bool: the label is among the k largest logits (k capped at the class count)."""
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return (top == labels[:, None]).any(axis=1)
+
+
+@paddle.no_grad()
+def evaluate(model, dataset, classifier: np.ndarray, batch_size: int = 64, num_workers: int = 0) -> Dict[str, float]:
+    """Top-1 / top-5 (%) of zero-shot predictions over every readable sample of `dataset` ((image, label) pairs)."""
+    loader = paddle.io.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers,
+        collate_fn=collate_skip_invalid,
+    )
+    weights = paddle.to_tensor(classifier)
+    model.eval()
+    hits1, hits5, count = 0, 0, 0
+    for batch in loader:
+        if batch is None:
+            continue
+        images, labels = batch
+        features = F.normalize(model.encode_image(paddle.to_tensor(images)), axis=-1)
+        logits = (LOGIT_SCALE * features @ weights.astype(features.dtype)).numpy()
+        labels = np.asarray(labels).reshape(-1)
+        hits1 += int(topk_correct(logits, labels, 1).sum())
+        hits5 += int(topk_correct(logits, labels, 5).sum())
+        count += len(labels)
+    if count == 0:
+        raise ValueError("no readable images to evaluate")
+    skipped = len(dataset) - count
+    if skipped:
+        logger.warning("%d of %d images could not be read and were skipped", skipped, len(dataset))
+    return {"top1": 100.0 * hits1 / count, "top5": 100.0 * hits5 / count, "num_samples": count, "skipped": skipped}
+
+
+def default_classnames() -> List[str]:
+    return list(imagenet_classnames())
