@@ -17,20 +17,23 @@ def format_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> st
     return "\n".join(lines)
 
 
+ZOO_HEADERS = ["model", "task", "input", "patch", "params", "IN-1K top-1"]
+
+
 def zoo_rows(pattern: Optional[str] = None) -> List[List[object]]:
-    """One row per zoo entry: name, task, input size, patch, parameters (counted from the built model), top-1."""
+    """One row per zoo entry: name, task, input size, patch, parameters (counted from the built model), published
+    ImageNet-1K top-1 (zero-shot for CLIP models)."""
     from . import zoo
 
     rows = []
     for name in zoo.list_models(pattern):
         entry = zoo.get_entry(name)
-        cfg = entry.config.get("student_config", entry.config)
         try:
             params = f"{zoo.count_parameters(entry):,}"
         except ImportError:
             params = "-"  # composite teacher+student: built by the pretraining code
         top1 = f"{entry.top1:.1f}" if entry.top1 is not None else "-"
-        rows.append([name, entry.task, cfg.get("image_size"), cfg.get("patch_size"), params, top1])
+        rows.append([name, entry.task, entry.image_size, entry.patch_size, params, top1])
     return rows
 
 
@@ -39,7 +42,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         logger.error("no model matches %r", args.pattern)
         return 1
-    print(format_table(rows, ["model", "task", "input", "patch", "params", "IN-1K top-1"]))
+    print(format_table(rows, ZOO_HEADERS))
     return 0
 
 

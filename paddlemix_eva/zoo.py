@@ -28,6 +28,21 @@ class ZooEntry:
     def name(self) -> str:
         return self.full_name.rsplit("/", 1)[-1]
 
+    def _field(self, name: str):
+        """A config field, looked up in nested tower / student configs when the model is composite."""
+        for scope in (self.config, self.config.get("vision_cfg") or {}, self.config.get("student_config") or {}):
+            if isinstance(scope, Mapping) and name in scope:
+                return scope[name]
+        return None
+
+    @property
+    def image_size(self) -> Optional[int]:
+        return self._field("image_size")
+
+    @property
+    def patch_size(self) -> Optional[int]:
+        return self._field("patch_size")
+
     def load_class(self):
         module, _, cls = self.model_class.rpartition(".")
         return getattr(importlib.import_module(module), cls)

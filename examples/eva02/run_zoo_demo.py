@@ -12,7 +12,7 @@ import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
 import paddle
 
 from paddlemix_eva import get_model
-from paddlemix_eva.cli import format_table, zoo_rows
+from paddlemix_eva.cli import ZOO_HEADERS, format_table, zoo_rows
 from paddlemix_eva.inference import inference_model
 from paddlemix_eva.models.modeling_utils import count_parameters
 from paddlemix_eva.resources import sample_image_path
@@ -44,7 +44,7 @@ def main() -> None:
     print("\nForward pass of each size on the sample image (random weights):")
     print(format_table(rows, ["model", "input", "params", "build s", "forward s", "top-1 (random weights)"]))
     print("\nThe EVA-02 zoo (parameters counted from the built models):")
-    print(format_table(zoo_rows(), ["model", "task", "input", "patch", "params", "IN-1K top-1"]))
+    print(format_table(zoo_rows(), ZOO_HEADERS))
 
 
 if __name__ == "__main__":
