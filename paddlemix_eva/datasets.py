@@ -1,8 +1,10 @@
-"""Datasets: ImageFolder / file lists of images and image-caption manifests.
+"""Datasets: ImageFolder trees and image-caption manifests.
 
-An image that is missing, truncated or not an image is logged with its path and skipped (the sample comes back
-as `None` and `collate_skip_invalid` drops it from the batch), so one bad file never ends a long run. Empty or
-malformed inputs are refused up front with what was expected.
+An image that is missing, truncated or not an image is logged with its path and skipped, so one bad file never
+ends a long run. Two policies: `on_error="skip"` returns None (and `collate_skip_invalid` drops it; evaluation
+counts only what it could read), `on_error="substitute"` serves the next readable sample instead (training:
+batches keep their size, which data-parallel feature gathering needs). Empty or malformed inputs are refused up
+front with what was expected.
 """
 from __future__ import annotations
 
@@ -67,11 +69,42 @@ def scan_image_folder(root: str, classes: Optional[Sequence[str]] = None) -> Tup
     return list(classes), samples
 
 
-class ImageFolder(paddle.io.Dataset):
-    """Labelled images from an ImageFolder tree: `dataset[i]` is (transformed image, label) or None if unreadable."""
+class RobustDataset(paddle.io.Dataset):
+    """Applies the unreadable-sample policy around `load(index)`, which returns a sample or None."""
 
-    def __init__(self, root: str, transform: Optional[Transform] = None, classes: Optional[Sequence[str]] = None):
+    ON_ERROR = ("skip", "substitute")
+
+    def __init__(self, on_error: str = "skip"):
         super().__init__()
+        if on_error not in self.ON_ERROR:
+            raise ValueError(f"on_error must be one of {self.ON_ERROR}, got {on_error!r}")
+        self.on_error = on_error
+
+    def load(self, index: int):
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        sample = self.load(index)
+        if sample is not None or self.on_error == "skip":
+            return sample
+        for step in range(1, len(self)):
+            sample = self.load((index + step) % len(self))
+            if sample is not None:
+                return sample
+        raise RuntimeError(f"{type(self).__name__}: not a single sample could be read")
+
+
+class ImageFolder(RobustDataset):
+    """Labelled images from an ImageFolder tree: `dataset[i]` is (transformed image, label)."""
+
+    def __init__(
+        self,
+        root: str,
+        transform: Optional[Transform] = None,
+        classes: Optional[Sequence[str]] = None,
+        on_error: str = "skip",
+    ):
+        super().__init__(on_error)
         self.root = root
         self.classes, self.samples = scan_image_folder(root, classes)
         self.transform = transform
@@ -79,7 +112,7 @@ class ImageFolder(paddle.io.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def load(self, index: int):
         path, label = self.samples[index]
         img = open_rgb(path)
         if img is None:
@@ -87,14 +120,14 @@ class ImageFolder(paddle.io.Dataset):
         return (self.transform(img) if self.transform else img), np.int64(label)
 
 
-class ImageTextManifest(paddle.io.Dataset):
+class ImageTextManifest(RobustDataset):
     """Image-caption pairs from a JSONL (`{"image": path, "caption": text}` per line) or CSV (header with
     `image` and `caption` columns) manifest; relative image paths are resolved against the manifest's folder.
-    `dataset[i]` is (transformed image, token ids) or None if the image is missing or unreadable."""
+    `dataset[i]` is (transformed image, token ids)."""
 
     def __init__(self, manifest: str, transform: Transform, tokenize: Callable[[str], np.ndarray],
-                 image_key: str = "image", caption_key: str = "caption"):
-        super().__init__()
+                 image_key: str = "image", caption_key: str = "caption", on_error: str = "substitute"):
+        super().__init__(on_error)
         if not os.path.isfile(manifest):
             raise FileNotFoundError(f"manifest not found: {manifest}")
         base = os.path.dirname(os.path.abspath(manifest))
@@ -133,7 +166,7 @@ class ImageTextManifest(paddle.io.Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int):
+    def load(self, index: int):
         path, caption = self.pairs[index]
         if not os.path.isfile(path):
             logger.warning("skipping missing image %s (manifest row %d)", path, index)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -47,8 +47,7 @@ class EvalTransform:
             raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
         self.image_size = int(image_size)
         self.resize_to = int(math.floor(image_size / crop_pct))
-        self.mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(std, np.float32).reshape(3, 1, 1)
+        self.normalize = Normalize(mean, std)
         self.interpolation = interpolation
 
     def __call__(self, image: ImageLike) -> np.ndarray:
@@ -59,5 +58,72 @@ class EvalTransform:
         img = img.resize((new_w, new_h), self.interpolation)
         left, top = (new_w - self.image_size) // 2, (new_h - self.image_size) // 2
         img = img.crop((left, top, left + self.image_size, top + self.image_size))
+        return self.normalize(img)
+
+
+def random_resized_crop_box(
+    width: int,
+    height: int,
+    scale: Tuple[float, float] = (0.08, 1.0),
+    ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+    rng: Optional[np.random.Generator] = None,
+) -> Tuple[int, int, int, int]:
+    """(left, top, w, h) of a random crop covering `scale` of the area with aspect ratio in `ratio` (log-uniform);
+    10 attempts, then the largest centred crop within `ratio`. Same distribution as torchvision's."""
+    uniform = rng.uniform if rng is not None else np.random.uniform
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * uniform(scale[0], scale[1])
+        aspect = math.exp(uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            left = int(uniform(0, width - w + 1)) if width > w else 0
+            top = int(uniform(0, height - h + 1)) if height > h else 0
+            return left, top, w, h
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        w, h = int(round(height * ratio[1])), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+class Normalize:
+    """HWC uint8 PIL image -> CHW float32 normalised by mean/std."""
+
+    def __init__(self, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
+        self.mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(std, np.float32).reshape(3, 1, 1)
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
         chw = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
         return (chw - self.mean) / self.std
+
+
+class RandomResizedCropTransform:
+    """Random-resized crop (bicubic) to `image_size`, optional horizontal flip, normalisation (CLIP training views)."""
+
+    def __init__(
+        self,
+        image_size: int,
+        scale: Tuple[float, float] = (0.9, 1.0),
+        ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.0,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+    ):
+        self.image_size = int(image_size)
+        self.scale, self.ratio, self.hflip = tuple(scale), tuple(ratio), float(hflip)
+        self.normalize = Normalize(mean, std)
+
+    def __call__(self, image: ImageLike) -> np.ndarray:
+        img = load_image(image)
+        left, top, w, h = random_resized_crop_box(img.width, img.height, self.scale, self.ratio)
+        img = img.resize((self.image_size, self.image_size), Image.BICUBIC, box=(left, top, left + w, top + h))
+        if self.hflip and np.random.uniform() < self.hflip:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        return self.normalize(img)

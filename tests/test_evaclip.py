@@ -205,3 +205,53 @@ def test_bad_text_input_is_refused():
 def test_get_model_builds_a_named_clip_without_weights():
     model = get_model("EVA02-CLIP-B-16")
     assert type(model) is EVACLIP and model.visual.rope.grid_size == (14, 14)
+
+
+def _to_official_eva01_layout(state: dict) -> dict:
+    """Our PaddleMIX-layout EVA-01-style CLIP in the official layout: fused `qkv` + `q_bias`/`v_bias` in the vision
+    tower, `in_proj_weight`/`in_proj_bias` in the text tower at top level, torch [out, in] Linears, 0-d logit_scale."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith((".attn.k_proj.weight", ".attn.v_proj.weight", ".attn.k_proj.bias", ".attn.v_proj.bias")):
+            continue
+        if key.endswith(".attn.q_proj.weight"):
+            prefix = key[: -len(".q_proj.weight")]
+            fused = np.concatenate([state[f"{prefix}.{n}_proj.weight"].T for n in "qkv"])
+            if key.startswith("visual."):
+                out[f"{prefix}.qkv.weight"] = fused
+                out[f"{prefix}.q_bias"], out[f"{prefix}.v_bias"] = state[f"{prefix}.q_proj.bias"], state[f"{prefix}.v_proj.bias"]
+            else:
+                out[f"{prefix}.in_proj_weight"] = fused
+                out[f"{prefix}.in_proj_bias"] = np.concatenate([state[f"{prefix}.{n}_proj.bias"] for n in "qkv"])
+            continue
+        if key.endswith(".attn.q_proj.bias"):
+            continue
+        if value.ndim == 2 and key.endswith(".weight") and "token_embedding" not in key:
+            value = value.T
+        out[key] = value
+    out["logit_scale"] = out["logit_scale"].reshape([])
+    return {k[len("text."):] if k.startswith("text.") else k: v for k, v in out.items()}
+
+
+def test_official_eva01_clip_checkpoint_converts_back_exactly(tmp_path):
+    from paddlemix_eva.models import EVACLIPConfig
+
+    paddle.seed(1)
+    config = EVACLIPConfig(
+        embed_dim=24,
+        vision_cfg=dict(image_size=28, patch_size=14, width=176, layers=2, head_width=88, mlp_ratio=4.3637,
+                        qkv_bias=True, rope=False, naiveswiglu=False, subln=False),
+        text_cfg=dict(width=64, heads=1, layers=2),
+    )
+    model = EVACLIP(config)
+    model.eval()
+    official = _to_official_eva01_layout({k: v.numpy() for k, v in model.state_dict().items()})
+    assert "visual.blocks.0.attn.qkv.weight" in official and "transformer.resblocks.0.attn.in_proj_weight" in official
+    out = convert_checkpoint(official, "official", out=str(tmp_path / "eva01"))
+    again = EVACLIP.from_pretrained(out)
+    again.eval()
+    images, ids = paddle.randn([2, 3, 28, 28]), paddle.to_tensor(get_tokenizer()(["red", "a blue thing"]))
+    with paddle.no_grad():
+        np.testing.assert_allclose(again.encode_image(images).numpy(), model.encode_image(images).numpy(), atol=1e-6)
+        np.testing.assert_allclose(again.encode_text(ids).numpy(), model.encode_text(ids).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(again.logit_scale.numpy(), model.logit_scale.numpy())

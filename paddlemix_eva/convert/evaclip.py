@@ -12,8 +12,9 @@ from .eva02 import _require
 
 logger = logging.getLogger(__name__)
 StateDict = Dict[str, np.ndarray]
-#: head width of each released vision width that does not use 64-d heads (EVA-01 g: 1408, EVA-02-CLIP-E: 1792)
-HEAD_WIDTH_BY_WIDTH = {1408: 88, 1792: 112}
+#: shapes cannot tell the head count: EVA-02 style towers use 64-d heads; GELU towers (EVA-01 g: 16 x 88,
+#: EVA-02-CLIP-E: 16 x 112) the first of these widths that divides theirs
+GELU_TOWER_HEAD_WIDTHS = (88, 112, 64)
 TEXT_HEAD_DIM = 64  # every CLIP text tower
 
 
@@ -34,7 +35,7 @@ def infer_evaclip(state: StateDict, source: str = "checkpoint") -> Tuple[Type, E
         patch_size=int(conv.shape[-1]),
         width=width,
         layers=_depth(state, r"visual\.blocks\.(\d+)\."),
-        head_width=HEAD_WIDTH_BY_WIDTH.get(width, 64),
+        head_width=64 if swiglu else next((h for h in GELU_TOWER_HEAD_WIDTHS if width % h == 0), 64),
         mlp_ratio=hidden / width if int(width * (hidden / width)) == hidden else (hidden + 0.5) / width,
         qkv_bias="visual.blocks.0.attn.q_proj.bias" in state,
         rope=swiglu,

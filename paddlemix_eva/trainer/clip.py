@@ -1,0 +1,86 @@
+"""Contrastive image-text training of EVA-CLIP with PaddleNLP's `Trainer`."""
+from __future__ import annotations
+
+import math
+from typing import Dict, Sequence
+
+import numpy as np
+import paddle
+from paddlenlp.trainer import TrainerCallback
+
+from ..losses import clip_contrastive_loss
+from .base import EVATrainer
+
+
+def collate_image_text(samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
+    """(image [3, H, W], token ids [77]) pairs -> {"image": [B, 3, H, W], "input_ids": [B, 77]}."""
+    images, ids = zip(*samples)
+    return {"image": paddle.to_tensor(np.stack(images)), "input_ids": paddle.to_tensor(np.stack(ids))}
+
+
+class ClampLogitScale(TrainerCallback):
+    """Keep the learned temperature exp(logit_scale) at or below 100 after every optimizer step, as CLIP does."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        target = getattr(model, "_layers", model)  # unwrap DataParallel
+        with paddle.no_grad():
+            target.logit_scale.set_value(target.logit_scale.clip(0.0, math.log(100.0)))
+
+
+class CLIPTrainer(EVATrainer):
+    """Symmetric InfoNCE over the global batch: features are gathered across data-parallel ranks with their
+    gradients, so N processes optimise exactly what one process does on the concatenated batch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.args.tensor_parallel_degree > 1 or self.args.pipeline_parallel_degree > 1:
+            raise ValueError("EVA-CLIP training supports data parallel and sharding; tensor/pipeline parallel is not "
+                             "implemented for it")
+        self.add_callback(ClampLogitScale())
+
+    def compute_loss(self, model, inputs, return_outputs=False):
+        out = model(image=inputs["image"], input_ids=inputs["input_ids"])
+        loss = clip_contrastive_loss(out["image_features"], out["text_features"], out["logit_scale"])
+        return (loss, out) if return_outputs else loss
+
+
+def load_clip(name_or_dir: str, from_scratch: bool = False):
+    """An EVACLIP by zoo name or directory: its weights, or (`from_scratch`) its config with upstream init."""
+    import os
+
+    from .. import zoo
+    from ..models import EVACLIP, EVACLIPConfig
+
+    if not from_scratch:
+        return EVACLIP.from_pretrained(name_or_dir)
+    if os.path.isdir(name_or_dir):
+        return EVACLIP(EVACLIPConfig.from_pretrained(name_or_dir))
+    return zoo.get_model(name_or_dir)
+
+
+def run_clip_pretraining(model_args, data_args, training_args):
+    """Build model, manifest dataset and `CLIPTrainer` from parsed arguments; train, save, return the metrics."""
+    from ..datasets import ImageTextManifest
+    from ..models.evaclip import get_tokenizer
+    from ..transforms import RandomResizedCropTransform
+
+    model = load_clip(model_args.model, model_args.from_scratch)
+    vision = model.config.vision_config
+    size = data_args.input_size or vision.image_size
+    if size != vision.image_size:
+        model.visual._resize_trunk(size)
+    transform = RandomResizedCropTransform(size, scale=(data_args.crop_scale_min, 1.0))
+    tokenizer = get_tokenizer()
+    dataset = ImageTextManifest(
+        data_args.train_data,
+        transform,
+        lambda text: tokenizer(text, context_length=model.config.text_config.context_length),
+        image_key=data_args.image_key,
+        caption_key=data_args.caption_key,
+    )
+    trainer = CLIPTrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collate_image_text)
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    return result.metrics

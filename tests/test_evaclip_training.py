@@ -1,0 +1,195 @@
+"""EVA-CLIP training and zero-shot classification end to end on a small generated colour dataset."""
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+from paddlenlp.trainer import TrainingArguments
+from PIL import Image
+
+from paddlemix_eva import zeroshot
+from paddlemix_eva.datasets import ImageFolder, ImageTextManifest
+from paddlemix_eva.losses import clip_contrastive_loss
+from paddlemix_eva.models import EVACLIP, EVACLIPConfig
+from paddlemix_eva.models.evaclip import get_tokenizer
+from paddlemix_eva.trainer import CLIPTrainer, collate_image_text
+from paddlemix_eva.transforms import EvalTransform, RandomResizedCropTransform
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIST_DIR = os.path.join(ROOT, "tests", "dist")
+COLOURS = {"blue": (30, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30), "yellow": (230, 220, 30)}
+TEMPLATE = "a photo of the colour {}."
+
+
+def _colour_image(rgb, rng) -> Image.Image:
+    return Image.fromarray(np.clip(np.array(rgb) + rng.integers(-40, 40, (32, 32, 3)), 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def colour_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("colours")
+    rng = np.random.default_rng(0)
+    rows = []
+    (root / "train").mkdir()
+    for i in range(96):
+        name = sorted(COLOURS)[i % 4]
+        _colour_image(COLOURS[name], rng).save(root / "train" / f"{i}.png")
+        rows.append({"image": f"train/{i}.png", "caption": TEMPLATE.format(name)})
+    (root / "train" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    rows += [{"image": "train/missing.png", "caption": "gone"}, {"image": "train/corrupt.png", "caption": "bad"}]
+    with open(root / "pairs.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    for name, rgb in COLOURS.items():
+        (root / "val" / name).mkdir(parents=True)
+        for i in range(5):
+            _colour_image(rgb, rng).save(root / "val" / name / f"{i}.png")
+    (root / "classnames.txt").write_text("\n".join(sorted(COLOURS)) + "\n")
+    (root / "templates.txt").write_text(TEMPLATE + "\n")
+    return root
+
+
+def _tiny_config():
+    return EVACLIPConfig(
+        embed_dim=32,
+        vision_cfg=dict(image_size=28, patch_size=14, width=64, layers=2, head_width=32, mlp_ratio=2.6667,
+                        qkv_bias=True, rope=True, intp_freq=True, naiveswiglu=True, subln=True),
+        text_cfg=dict(width=64, heads=2, layers=2),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(colour_data, tmp_path_factory):
+    """A tiny EVA-CLIP trained for 60 steps by `CLIPTrainer` on the colour captions."""
+    paddle.seed(0)
+    model = EVACLIP(_tiny_config())
+    tokenizer = get_tokenizer()
+    dataset = ImageTextManifest(str(colour_data / "pairs.jsonl"), RandomResizedCropTransform(28), tokenizer)
+    out = tmp_path_factory.mktemp("clip_run")
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=16, learning_rate=1e-3, max_steps=60, logging_steps=10,
+        save_steps=60, seed=0, report_to=["visualdl"], disable_tqdm=True, dataloader_num_workers=0,
+    )
+    trainer = CLIPTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_image_text)
+    trainer.train()
+    trainer.save_model()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {"model": model, "losses": losses, "out": out}
+
+
+def test_training_lowers_the_loss_and_saves_a_reloadable_model(trained):
+    losses = trained["losses"]
+    assert len(losses) >= 5 and losses[-1] < 0.5 * losses[0], losses
+    reloaded = EVACLIP.from_pretrained(str(trained["out"]))
+    for (name, a), b in zip(trained["model"].state_dict().items(), reloaded.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+    assert float(reloaded.scale()) <= 100.0 + 1e-4
+    assert list(trained["out"].rglob("vdlrecords*")), "no VisualDL records written"
+
+
+def test_unreadable_manifest_images_are_reported_and_replaced(colour_data, caplog):
+    dataset = ImageTextManifest(str(colour_data / "pairs.jsonl"), RandomResizedCropTransform(28), get_tokenizer())
+    with caplog.at_level(logging.WARNING):
+        missing, corrupt = dataset[96], dataset[97]
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "missing.png" in messages and "corrupt.png" in messages
+    # the run goes on: a readable pair stands in
+    assert missing[0].shape == (3, 28, 28) and corrupt[1].shape == (77,)
+
+
+def test_zero_shot_on_separable_classes(trained, colour_data):
+    classnames = sorted(COLOURS)
+    classifier = zeroshot.build_classifier(trained["model"], classnames, [TEMPLATE])
+    dataset = ImageFolder(str(colour_data / "val"), EvalTransform(28))
+    metrics = zeroshot.evaluate(trained["model"], dataset, classifier, batch_size=6)
+    assert metrics["num_samples"] == 20 and metrics["top1"] >= 95.0, metrics
+    # top-1 / top-5 agree with a direct computation on the same logits
+    images = paddle.to_tensor(np.stack([dataset[i][0] for i in range(len(dataset))]))
+    labels = np.array([dataset[i][1] for i in range(len(dataset))])
+    with paddle.no_grad():
+        feats = paddle.nn.functional.normalize(trained["model"].encode_image(images), axis=-1).numpy()
+    logits = 100.0 * feats @ classifier
+    assert metrics["top1"] == pytest.approx(100.0 * np.mean(logits.argmax(1) == labels))
+    assert metrics["top5"] == 100.0  # 4 classes: top-k capped at the class count
+
+
+def test_classifier_is_the_renormalised_prompt_mean(trained):
+    model = trained["model"]
+    templates = ["a photo of the colour {}.", "{} things", "the colour {}"]
+    classifier = zeroshot.build_classifier(model, ["red", "blue"], templates)
+    ids = paddle.to_tensor(get_tokenizer()([t.format("blue") for t in templates]))
+    with paddle.no_grad():
+        per_prompt = paddle.nn.functional.normalize(model.encode_text(ids), axis=-1).numpy()
+    mean = per_prompt.mean(0)
+    np.testing.assert_allclose(classifier[:, 1], mean / np.linalg.norm(mean), atol=1e-6)
+
+
+def test_class_embedding_cache_is_keyed_by_weights_and_prompts(trained, tmp_path):
+    model = trained["model"]
+    first = zeroshot.build_classifier(model, ["red", "blue"], [TEMPLATE], cache_dir=str(tmp_path))
+    assert len(list(tmp_path.iterdir())) == 1
+    again = zeroshot.build_classifier(model, ["red", "blue"], [TEMPLATE], cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(first, again)
+    assert len(list(tmp_path.iterdir())) == 1  # reused
+    paddle.seed(5)
+    other = EVACLIP(_tiny_config())  # another model: never served from the first model's cache
+    fresh = zeroshot.build_classifier(other, ["red", "blue"], [TEMPLATE])
+    cached = zeroshot.build_classifier(other, ["red", "blue"], [TEMPLATE], cache_dir=str(tmp_path))
+    np.testing.assert_allclose(cached, fresh, atol=1e-6)
+    assert not np.allclose(cached, first, atol=1e-3)
+    zeroshot.build_classifier(model, ["red", "green"], [TEMPLATE], cache_dir=str(tmp_path))  # other prompts
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_bad_prompts_are_refused():
+    with pytest.raises(ValueError, match="class list is empty"):
+        zeroshot.check_prompts([], [TEMPLATE])
+    with pytest.raises(ValueError, match=r"must contain '\{\}'.*a photo of a thing"):
+        zeroshot.check_prompts(["red"], ["a photo of a thing", TEMPLATE])
+
+
+@pytest.mark.slow
+def test_zero_shot_script(trained, colour_data, tmp_path):
+    script = os.path.join(ROOT, "examples", "evaclip", "run_zero_shot_eval.py")
+    base = [sys.executable, script, "--model", str(trained["out"]), "--data_path", str(colour_data / "val"),
+            "--classnames", str(colour_data / "classnames.txt"), "--templates", str(colour_data / "templates.txt"),
+            "--dataloader_num_workers", "0"]
+    result = subprocess.run(base + ["--output_dir", str(tmp_path), "--cache_dir", str(tmp_path / "cache")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "zeroshot_metrics.json").read_text())
+    assert metrics["top1"] >= 95.0 and metrics["num_samples"] == 20
+    bad = tmp_path / "bad_templates.txt"
+    bad.write_text("no placeholder here\n")
+    result = subprocess.run(base[:-4] + ["--templates", str(bad), "--classnames", str(colour_data / "classnames.txt")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "must contain '{}'" in result.stderr
+
+
+def _run_single_process_reference():
+    sys.path.insert(0, DIST_DIR)
+    from clip_fixture import global_batch, tiny_clip
+
+    model = tiny_clip()
+    images, ids = global_batch()
+    out = model(paddle.to_tensor(images), paddle.to_tensor(ids))
+    loss = clip_contrastive_loss(out["image_features"], out["text_features"], out["logit_scale"])
+    loss.backward()
+    return float(loss), {n: p.grad.numpy() for n, p in model.named_parameters()}
+
+
+@pytest.mark.slow
+def test_two_process_loss_and_gradients_equal_one_process(tmp_path):
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+           str(tmp_path / "log"), os.path.join(DIST_DIR, "clip_loss_check.py"), str(tmp_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    logs = "".join(p.read_text() for p in (tmp_path / "log").glob("workerlog.*")) if (tmp_path / "log").exists() else ""
+    assert result.returncode == 0, (result.stderr[-2000:], logs[-3000:])
+    dist_result = np.load(tmp_path / "dist.npz")
+    loss, grads = _run_single_process_reference()
+    assert float(dist_result["loss"]) == pytest.approx(loss, abs=1e-5)
+    for name, grad in grads.items():
+        np.testing.assert_allclose(dist_result[name], grad, atol=1e-6, rtol=1e-4, err_msg=name)
