@@ -193,3 +193,34 @@ def test_two_process_loss_and_gradients_equal_one_process(tmp_path):
     assert float(dist_result["loss"]) == pytest.approx(loss, abs=1e-5)
     for name, grad in grads.items():
         np.testing.assert_allclose(dist_result[name], grad, atol=1e-6, rtol=1e-4, err_msg=name)
+
+
+def test_weight_decay_only_on_matrices():
+    from paddlemix_eva.trainer import decayed_parameter_names
+
+    model = EVACLIP(_tiny_config())
+    names = {p.name: n for n, p in model.named_parameters()}
+    decayed = {names[p] for p in decayed_parameter_names(model)}
+    assert "visual.blocks.0.attn.q_proj.weight" in decayed and "text.text_projection" in decayed
+    assert "text.token_embedding.weight" in decayed
+    for exempt in ("logit_scale", "visual.pos_embed", "visual.cls_token", "text.positional_embedding",
+                   "visual.blocks.0.attn.q_proj.bias", "visual.blocks.0.norm1.weight", "text.ln_final.weight"):
+        assert exempt not in decayed, exempt
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sharding", ["", "stage1"])
+def test_training_script_runs_data_parallel_and_sharded(colour_data, tmp_path, sharding):
+    config_dir = tmp_path / "tiny"
+    _tiny_config().save_pretrained(str(config_dir))
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+           str(tmp_path / "log"), os.path.join(ROOT, "examples", "evaclip", "run_pretrain_dist.py"),
+           "--model", str(config_dir), "--from_scratch", "true", "--train_data", str(colour_data / "pairs.jsonl"),
+           "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "8", "--max_steps", "4",
+           "--save_steps", "4", "--logging_steps", "1", "--seed", "0"] + (["--sharding", sharding] if sharding else [])
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    log = (tmp_path / "log" / "workerlog.0").read_text()
+    assert result.returncode == 0, log[-3000:]
+    assert log.count("loss: ") >= 4
+    reloaded = EVACLIP.from_pretrained(str(tmp_path / "out"))
+    assert reloaded.config.embed_dim == 32

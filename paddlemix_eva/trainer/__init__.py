@@ -1,6 +1,6 @@
 """Training recipes as PaddleNLP `Trainer` subclasses (extension points overridden, no forked loops)."""
 from .base import EVATrainer
 from .clip import CLIPTrainer, collate_image_text
-from .optim import param_groups
+from .optim import apply_lr_scales, decayed_parameter_names
 
-__all__ = ["EVATrainer", "CLIPTrainer", "collate_image_text", "param_groups"]
+__all__ = ["EVATrainer", "CLIPTrainer", "collate_image_text", "apply_lr_scales", "decayed_parameter_names"]

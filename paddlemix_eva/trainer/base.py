@@ -6,7 +6,9 @@ import logging
 from paddlenlp.trainer import Trainer
 from paddlenlp.trainer.integrations import VisualDLCallback
 
-from .optim import param_groups
+import paddle.nn as nn
+
+from .optim import apply_lr_scales, decayed_parameter_names
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ class SafeVisualDLCallback(VisualDLCallback):
 
 
 class EVATrainer(Trainer):
-    """PaddleNLP `Trainer` with weight decay only where upstream applies it (see `optim.param_groups`).
+    """PaddleNLP `Trainer` with weight decay only where upstream applies it (see `optim.decays`).
 
     Subclasses override `compute_loss` and, where the recipe asks, `lr_scale_for` (layer-wise decay)."""
 
@@ -42,11 +44,24 @@ class EVATrainer(Trainer):
         return 1.0
 
     def create_optimizer(self, lr_scheduler=None):
-        if self.optimizer is None and self.optimizer_grouped_parameters is None:
-            self.optimizer_grouped_parameters = param_groups(
-                self.model, self.args.weight_decay, lr_scale=self.lr_scale_for
+        """PaddleNLP's optimizer construction with upstream's decay set and per-parameter LR scales; frozen
+        parameters (stop_gradient) are left out."""
+        if self.optimizer is None:
+            model = getattr(self.model, "_layers", self.model)
+            decayed = decayed_parameter_names(model)
+            apply_lr_scales(model, self.lr_scale_for)
+            optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args)
+            if hasattr(optimizer_cls, "_create_master_weight") and self.args.fp16_opt_level == "O2":
+                optimizer_kwargs["multi_precision"] = True
+            max_norm = self.args.max_grad_norm
+            self.optimizer = optimizer_cls(
+                learning_rate=self.lr_scheduler if lr_scheduler is None else lr_scheduler,
+                apply_decay_param_fun=lambda name: name in decayed,
+                parameters=[p for p in model.parameters() if not p.stop_gradient],
+                weight_decay=self.args.weight_decay,
+                grad_clip=nn.ClipGradByGlobalNorm(max_norm) if max_norm > 0 else None,
+                **optimizer_kwargs,
             )
-            for group in self.optimizer_grouped_parameters:
-                logger.debug("param group wd=%s lr x%s: %d tensors", group["weight_decay"], group["learning_rate"],
-                             len(group["params"]))
-        return super().create_optimizer(lr_scheduler)
+            logger.info("optimizer %s: weight decay on %d of %d trainable tensors", optimizer_cls.__name__,
+                        len(decayed), len(self.optimizer._parameter_list))
+        return self.optimizer

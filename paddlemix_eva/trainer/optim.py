@@ -1,14 +1,18 @@
-"""Parameter groups for AdamW: which parameters get weight decay, and per-group learning-rate scales."""
+"""Which parameters get weight decay, and per-parameter learning-rate scales.
+
+Expressed per parameter (a decay predicate on `param.name`, `optimize_attr["learning_rate"]` multipliers) rather
+than as optimizer parameter groups, because Paddle's sharded optimizers accept only a flat parameter list.
+"""
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Iterable, Optional, Set
 
 import paddle.nn as nn
 
 
-def no_weight_decay_names(model: nn.Layer, extra: Iterable[str] = ()) -> set:
+def no_weight_decay_names(model: nn.Layer, extra: Iterable[str] = ()) -> Set[str]:
     """Names the model exempts (`model.no_weight_decay()`: position tables, cls/mask tokens, logit scale) plus
-    `extra`. Names may be given relative to the model or to a sub-model ending in that name."""
+    `extra`; a name also matches a parameter of a sub-model that ends in it."""
     names = set(extra)
     hook = getattr(model, "no_weight_decay", None)
     if callable(hook):
@@ -16,32 +20,20 @@ def no_weight_decay_names(model: nn.Layer, extra: Iterable[str] = ()) -> set:
     return names
 
 
-def decays(name: str, param, exempt: set) -> bool:
+def decays(name: str, param, exempt: Set[str]) -> bool:
     """Weight decay only on matrices / kernels: never on 1-D parameters (biases, norms, scales) or exempt names."""
     if param.ndim <= 1 or name.endswith(".bias"):
         return False
     return not any(name == n or name.endswith("." + n) for n in exempt)
 
 
-def param_groups(
-    model: nn.Layer,
-    weight_decay: float,
-    lr_scale: Optional[Callable[[str], float]] = None,
-    extra_no_decay: Iterable[str] = (),
-) -> List[Dict]:
-    """Groups for Paddle optimizers: trainable parameters split by (decay?, lr scale); `learning_rate` in a group is
-    a multiplier of the scheduled rate. Frozen parameters (stop_gradient) are left out."""
+def decayed_parameter_names(model: nn.Layer, extra_no_decay: Iterable[str] = ()) -> Set[str]:
+    """`param.name`s (the optimizer's identifiers) of the trainable parameters that get weight decay."""
     exempt = no_weight_decay_names(model, extra_no_decay)
-    groups: Dict[tuple, Dict] = {}
+    return {p.name for n, p in model.named_parameters() if not p.stop_gradient and decays(n, p, exempt)}
+
+
+def apply_lr_scales(model: nn.Layer, lr_scale: Optional[Callable[[str], float]]) -> None:
+    """Set every parameter's learning-rate multiplier (Paddle optimizers multiply the scheduled rate by it)."""
     for name, param in model.named_parameters():
-        if param.stop_gradient:
-            continue
-        decay = decays(name, param, exempt)
-        scale = lr_scale(name) if lr_scale is not None else 1.0
-        key = (decay, scale)
-        if key not in groups:
-            groups[key] = {"params": [], "names": [], "weight_decay": weight_decay if decay else 0.0,
-                           "learning_rate": scale}
-        groups[key]["params"].append(param)
-        groups[key]["names"].append(name)
-    return list(groups.values())
+        param.optimize_attr["learning_rate"] = float(lr_scale(name)) if lr_scale is not None else 1.0
