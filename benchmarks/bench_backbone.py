@@ -51,14 +51,9 @@ def import_timm():
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    from paddlemix_eva.runtime import cpuinfo_field
+
+    return cpuinfo_field("model name") or platform.processor() or "unknown CPU"
 
 
 def build_runners(args, tag: str, size: int, images: np.ndarray, timm) -> Dict[str, Callable[[], object]]:

@@ -16,19 +16,27 @@ import sys
 logger = logging.getLogger(__name__)
 
 
-def cpu_vendor() -> str:
-    """The CPU vendor string ('AuthenticAMD', 'GenuineIntel', ...) or '' when it cannot be read."""
+def cpuinfo_field(field: str) -> str:
+    """The first `field` value of /proc/cpuinfo ('vendor_id', 'model name', ...), or '' where it cannot be read."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    processor = platform.processor()
-    if "AMD" in processor.upper():
+    return ""
+
+
+def cpu_vendor() -> str:
+    """The CPU vendor string ('AuthenticAMD', 'GenuineIntel', ...) or '' when it cannot be read."""
+    vendor = cpuinfo_field("vendor_id")
+    if vendor:
+        return vendor
+    processor = platform.processor().upper()
+    if "AMD" in processor:
         return "AuthenticAMD"
-    if "INTEL" in processor.upper():
+    if "INTEL" in processor:
         return "GenuineIntel"
     return ""
 
