@@ -124,6 +124,18 @@ class EVAPretrainedModel(PretrainedModel):
             logger.warning(message)
         return {k: v for k, v in state_dict.items() if k in expected}
 
+    def load_weights(self, name_or_path: str, strict: bool = True) -> None:
+        """Load weights into this built model from a weight file, a model directory or a zoo name, with the same
+        key and shape checks (and pos_embed resampling) as `from_pretrained`."""
+        import paddle
+
+        path = name_or_path if os.path.isfile(name_or_path) else type(self).resolve_pretrained(name_or_path)[1]
+        state = type(self).adapt_state_dict(read_state_dict(path), self.config, path)
+        expected = {k: list(v.shape) for k, v in self.state_dict().items()}
+        state = type(self).check_state_dict(state, expected, path, strict=strict)
+        self.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
+        logger.info("%s weights loaded from %s", type(self).__name__, path)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, *args, **kwargs):
         """Load a zoo model by name or a saved model directory.

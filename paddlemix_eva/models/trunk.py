@@ -16,6 +16,7 @@ import paddle.nn as nn
 
 from ..layers import (
     Block,
+    DropPath,
     PatchEmbed,
     VisionRotaryEmbedding,
     init_trunc_normal,
@@ -128,6 +129,14 @@ class ViTTrunkMixin:
             else:
                 x = blk(x, rope)
         return x
+
+    def set_drop_path_rate(self, rate: float) -> None:
+        """Stochastic depth rising linearly from 0 at the first block to `rate` at the last."""
+        for blk, block_rate in zip(self.blocks, np.linspace(0, rate, len(self.blocks)).tolist()):
+            blk.drop_path = DropPath(block_rate) if block_rate > 0 else None
+        config = getattr(self, "config", None)
+        if config is not None and hasattr(config, "drop_path_rate"):
+            config.drop_path_rate = float(rate)
 
     # ---------------------------------------------------------------------------- input size
     def _resize_trunk(self, image_size: int) -> None:

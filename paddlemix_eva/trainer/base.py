@@ -2,15 +2,30 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 
 from paddlenlp.trainer import Trainer
 from paddlenlp.trainer.integrations import VisualDLCallback
 
+import paddle
 import paddle.nn as nn
 
 from .optim import apply_lr_scales, decayed_parameter_names
 
 logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed in every process before the model is built, so its initial weights do not depend on the
+    launch (data parallel then starts all ranks from rank 0's identical copy anyway)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
 
 
 class SafeVisualDLCallback(VisualDLCallback):
@@ -39,6 +54,37 @@ class EVATrainer(Trainer):
         super().__init__(*args, **kwargs)
         if self.pop_callback(VisualDLCallback) is not None:
             self.add_callback(SafeVisualDLCallback())
+
+    def _save_checkpoint(self, model, metrics=None):
+        """Checkpoints are written atomically: every rank writes into `output_dir/.staging-checkpoint-N`, which
+        becomes `checkpoint-N` by one rename once all files are complete. A run killed while saving leaves only
+        the staging folder, which resuming never picks up (and the next save clears)."""
+        final_root = self.args.output_dir
+        name = f"checkpoint-{self.state.global_step}"
+        staging_root = os.path.join(final_root, f".staging-{name}")
+        if self.args.should_save and os.path.isdir(staging_root):
+            shutil.rmtree(staging_root)
+        self._barrier()
+        self.args.output_dir = staging_root
+        try:
+            super()._save_checkpoint(model, metrics=metrics)
+        finally:
+            self.args.output_dir = final_root
+        self._barrier()
+        if self.args.should_save:
+            target = os.path.join(final_root, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(staging_root, name), target)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging_root):
+                self.state.best_model_checkpoint = target
+            self._rotate_checkpoints(use_mtime=True, output_dir=final_root)
+        self._barrier()
+
+    def _barrier(self) -> None:
+        if self.args.world_size > 1:
+            paddle.distributed.barrier()
 
     def lr_scale_for(self, name: str) -> float:
         return 1.0

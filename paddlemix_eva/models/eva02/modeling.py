@@ -30,6 +30,15 @@ class EVA02PretrainedModel(ViTTrunkMixin, EVAPretrainedModel):
     #: the patch embedding's gradient scale under `stop_grad_conv1` (upstream: 0 finetune, 0.1 MIM)
     stop_grad_conv1_scale = 0.0
 
+    @property
+    def enable_recompute(self) -> bool:
+        """Per-block activation recompute in training (PaddleNLP's `--recompute` switches it on)."""
+        return bool(self.config.enable_recompute)
+
+    @enable_recompute.setter
+    def enable_recompute(self, value: bool) -> None:
+        self.config.enable_recompute = bool(value)
+
     # ----------------------------------------------------------------------------------- forward
     def _embed(self, image: paddle.Tensor, bool_masked_pos: Optional[paddle.Tensor] = None) -> paddle.Tensor:
         self.patch_embed.check_input(image, type(self).__name__)

@@ -1,0 +1,158 @@
+"""Data for EVA-02 masked image modeling: two views of one crop plus a block-wise mask per image.
+
+Each sample's augmentation (crop box, flip, mask) is a pure function of (seed, epoch, index), so the data a step
+sees does not depend on the number of processes or workers, and a resumed run sees exactly what an uninterrupted
+one would. The global batch is a contiguous slice of one seeded permutation; each data-parallel rank takes its
+part, so 1 process with batch 2B and 2 processes with batch B train on the same global batches.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import paddle
+from PIL import Image
+
+from .datasets import IMAGE_EXTENSIONS, RobustDataset, open_rgb
+from .masking import MaskingGenerator
+from .transforms import CLIP_MEAN, CLIP_STD, Normalize, random_resized_crop_box
+
+logger = logging.getLogger(__name__)
+
+
+def list_images(source: str) -> List[str]:
+    """Image paths of a directory (searched recursively, e.g. an ImageFolder) or of a file list (one path per
+    line, relative paths resolved against the list's folder)."""
+    if os.path.isdir(source):
+        paths = [
+            os.path.join(dirpath, f)
+            for dirpath, _, files in sorted(os.walk(source))
+            for f in sorted(files)
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+        if not paths:
+            raise ValueError(f"{source}: no images (extensions {IMAGE_EXTENSIONS}) found; nothing to train on")
+        return paths
+    if os.path.isfile(source):
+        base = os.path.dirname(os.path.abspath(source))
+        with open(source, encoding="utf-8") as f:
+            paths = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        if not paths:
+            raise ValueError(f"{source}: the file list is empty; nothing to train on")
+        return [p if os.path.isabs(p) else os.path.join(base, p) for p in paths]
+    raise FileNotFoundError(f"training data not found: {source} (expected an image directory or a file list)")
+
+
+class MIMPretrainDataset(RobustDataset):
+    """`dataset[i]` = (student view [3, S, S], teacher view [3, T, T], mask [S/p, S/p] bool).
+
+    One random-resized-crop box (scale 0.2-1, ratio 3/4-4/3) and one flip are shared by both views; each view is
+    resized (bicubic) to its own size and normalised with its own mean/std. Unreadable images are logged and
+    replaced by the next readable one (batches keep their size across ranks).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        input_size: int = 224,
+        second_input_size: Optional[int] = None,
+        patch_size: int = 14,
+        num_mask_patches: int = 105,
+        min_mask_patches_per_block: int = 16,
+        max_mask_patches_per_block: Optional[int] = None,
+        crop_scale: Tuple[float, float] = (0.2, 1.0),
+        crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+        teacher_mean: Sequence[float] = CLIP_MEAN,
+        teacher_std: Sequence[float] = CLIP_STD,
+        seed: int = 0,
+    ):
+        super().__init__(on_error="substitute")
+        if input_size % patch_size:
+            raise ValueError(f"input_size {input_size} is not a multiple of the student's patch size {patch_size}")
+        self.paths = list_images(source)
+        self.input_size = int(input_size)
+        self.second_input_size = int(second_input_size or input_size)
+        self.masker = MaskingGenerator(
+            input_size // patch_size, num_mask_patches, min_mask_patches_per_block, max_mask_patches_per_block
+        )
+        self.crop_scale, self.crop_ratio, self.hflip = tuple(crop_scale), tuple(crop_ratio), float(hflip)
+        self.student_norm = Normalize(mean, std)
+        self.teacher_norm = Normalize(teacher_mean, teacher_std)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def load(self, index: int):
+        img = open_rgb(self.paths[index])
+        if img is None:
+            return None
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        left, top, w, h = random_resized_crop_box(img.width, img.height, self.crop_scale, self.crop_ratio, rng)
+        flip = rng.random() < self.hflip
+        box = (left, top, left + w, top + h)
+        views = []
+        for size, norm in ((self.input_size, self.student_norm), (self.second_input_size, self.teacher_norm)):
+            view = img.resize((size, size), Image.BICUBIC, box=box)
+            if flip:
+                view = view.transpose(Image.FLIP_LEFT_RIGHT)
+            views.append(norm(view))
+        return views[0], views[1], self.masker(rng)
+
+
+def collate_mim(samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
+    """-> {"samples": student views, "image": teacher views, "bool_masked_pos": [B, H, W] bool} (PaddleMIX keys)."""
+    student, teacher, masks = zip(*samples)
+    return {
+        "samples": paddle.to_tensor(np.stack(student)),
+        "image": paddle.to_tensor(np.stack(teacher)),
+        "bool_masked_pos": paddle.to_tensor(np.stack(masks)),
+    }
+
+
+class GlobalBatchSampler(paddle.io.DistributedBatchSampler):
+    """Batches of one seeded permutation per epoch, cut into global batches of `batch_size * num_replicas`; rank r
+    takes the r-th contiguous part of each. Epoch changes reach the dataset (`set_epoch`) so augmentation follows."""
+
+    def __init__(self, dataset, batch_size: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = True):
+        super().__init__(dataset, batch_size, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         drop_last=drop_last)
+        self.seed = int(seed)
+        self.global_batch = batch_size * num_replicas
+        total = len(dataset)
+        self.num_batches = total // self.global_batch if drop_last else math.ceil(total / self.global_batch)
+        if self.num_batches == 0:
+            raise ValueError(
+                f"{total} images are fewer than one global batch ({batch_size} per device x {num_replicas} "
+                "devices); lower the batch size or add data"
+            )
+
+    def set_epoch(self, epoch: int = 0, consumed_samples: Optional[int] = None) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+
+    def __iter__(self):
+        order = np.arange(len(self.dataset))
+        if self.shuffle:
+            np.random.RandomState(self.seed + self.epoch).shuffle(order)
+        for b in range(self.num_batches):
+            batch = order[b * self.global_batch : (b + 1) * self.global_batch]
+            if len(batch) < self.global_batch:  # last partial batch: pad by wrapping so every rank gets a share
+                batch = np.concatenate([batch, order[: self.global_batch - len(batch)]])
+            part = batch[self.local_rank * self.batch_size : (self.local_rank + 1) * self.batch_size]
+            yield part.tolist()
+
+    def __len__(self) -> int:
+        return self.num_batches

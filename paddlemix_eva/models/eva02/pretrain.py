@@ -1,0 +1,177 @@
+"""EVA-02 masked image modeling: a frozen EVA-CLIP teacher and an EVA-02 MIM student.
+
+The student sees the image with block-masked patches replaced by `mask_token` and predicts, at the masked
+positions, the teacher's per-patch features (`head(norm(x))` of every patch token). Loss: negative mean cosine
+similarity over the masked tokens, in float32. Keys carry the `teacher.` / `student.` prefixes of PaddleMIX.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Optional, Union
+
+import paddle
+import paddle.nn as nn
+from paddlenlp.transformers import PretrainedConfig
+
+from ...checkpoint import read_state_dict
+from ...losses import negative_cosine_loss
+from ..evaclip import EVACLIP, EVACLIPConfig, EVACLIPVisionTransformer
+from ..modeling_utils import EVAPretrainedModel
+from .configuration import EVA02VisionTransformerForMIMConfig
+from .modeling import EVA02VisionTransformerForMIM
+
+logger = logging.getLogger(__name__)
+ModelRef = Union[str, Dict[str, Any]]
+
+
+class EVA02ForPretrainConfig(PretrainedConfig):
+    """`teacher_config` / `student_config`: a zoo name or directory (built and loaded with its weights), or a dict
+    of config fields (built with upstream init). A dict student gets `predict_feature_dim` from the teacher."""
+
+    model_type = "eva02_for_pretrain"
+    attribute_map = {}
+
+    def __init__(
+        self,
+        teacher_config: ModelRef = "paddlemix/EVA/EVA01-CLIP-g-14",
+        student_config: Optional[ModelRef] = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.teacher_config = teacher_config
+        self.student_config = student_config if student_config is not None else {}
+
+
+class MIMTeacher(nn.Layer):
+    """The frozen image tower of an EVA-CLIP (`visual`), returning per-patch features [B, N, embed_dim]."""
+
+    def __init__(self, clip_config: EVACLIPConfig):
+        super().__init__()
+        self.clip_config = clip_config
+        self.visual = EVACLIPVisionTransformer(clip_config.vision_config)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.clip_config.embed_dim
+
+    @property
+    def grid_size(self) -> int:
+        return self.visual.config.grid_size
+
+    def forward(self, image: paddle.Tensor) -> paddle.Tensor:
+        return self.visual.forward_tokens(image)
+
+    def load_weights(self, name_or_path: str) -> None:
+        """Load the image tower from an EVA-CLIP checkpoint (zoo name, directory or weight file); the text tower's
+        weights in it are ignored. Keys and shapes are checked like any `from_pretrained`."""
+        path = name_or_path if os.path.isfile(name_or_path) else EVACLIP.resolve_pretrained(name_or_path)[1]
+        state = {k: v for k, v in read_state_dict(path).items() if k.startswith("visual.")}
+        state = EVACLIP.adapt_state_dict(state, self.clip_config, path)
+        expected = {f"visual.{k}": list(v.shape) for k, v in self.visual.state_dict().items()}
+        state = EVACLIP.check_state_dict(state, expected, path, strict=True)
+        self.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
+        logger.info("teacher weights loaded from %s", path)
+
+
+def _clip_config(ref: ModelRef) -> EVACLIPConfig:
+    from ... import zoo
+
+    if isinstance(ref, dict):
+        return EVACLIPConfig(**ref)
+    if os.path.isdir(ref):
+        return EVACLIPConfig.from_pretrained(ref)
+    return zoo.build_config(zoo.get_entry(ref), EVACLIPConfig)
+
+
+class EVA02ForPretrain(EVAPretrainedModel):
+    """Teacher + student for EVA-02 MIM pre-training; `forward(samples, image, bool_masked_pos)` -> loss dict."""
+
+    config_class = EVA02ForPretrainConfig
+    base_model_prefix = "eva02_for_pretrain"
+
+    def __init__(self, config: EVA02ForPretrainConfig):
+        super().__init__(config)
+        self.teacher = MIMTeacher(_clip_config(config.teacher_config))
+        if isinstance(config.teacher_config, str):
+            self.teacher.load_weights(config.teacher_config)
+        for param in self.teacher.parameters():
+            param.stop_gradient = True
+        self.teacher.eval()
+        if isinstance(config.student_config, str):
+            self.student = EVA02VisionTransformerForMIM.from_pretrained(config.student_config)
+        else:
+            fields = {**config.student_config, "predict_feature_dim": self.teacher.embed_dim}
+            self.student = EVA02VisionTransformerForMIM(EVA02VisionTransformerForMIMConfig(**fields))
+        self.check_compatible()
+        self.save_student_only = True
+
+    def check_compatible(self) -> None:
+        student, teacher = self.student.config, self.teacher
+        if student.grid_size != teacher.grid_size:
+            raise ValueError(
+                f"teacher and student patch grids differ: the teacher sees {teacher.visual.config.image_size} px in "
+                f"patches of {teacher.visual.config.patch_size} ({teacher.grid_size}x{teacher.grid_size}), the student "
+                f"{student.image_size} px in patches of {student.patch_size} ({student.grid_size}x{student.grid_size}); "
+                "the mask must address the same patches in both"
+            )
+        if student.predict_feature_dim != teacher.embed_dim:
+            raise ValueError(
+                f"student lm_head predicts {student.predict_feature_dim}-d features, the teacher gives {teacher.embed_dim}"
+            )
+
+    def train(self):
+        """Training mode for the student only: the teacher stays in eval mode (no dropout / drop path)."""
+        super().train()
+        self.teacher.eval()
+        return self
+
+    def no_weight_decay(self):
+        return [f"student.{name}" for name in self.student.no_weight_decay()]
+
+    @property
+    def enable_recompute(self) -> bool:
+        return self.student.enable_recompute
+
+    @enable_recompute.setter
+    def enable_recompute(self, value: bool) -> None:
+        self.student.enable_recompute = value
+
+    def forward(
+        self, samples: paddle.Tensor, image: paddle.Tensor, bool_masked_pos: paddle.Tensor
+    ) -> Dict[str, paddle.Tensor]:
+        """`samples`: student view, `image`: teacher view, `bool_masked_pos`: [B, H, W] mask of the student's grid.
+        Returns the loss (mean over this batch's masked tokens), the predictions and the targets [M, D]."""
+        mask = bool_masked_pos.reshape([bool_masked_pos.shape[0], -1]).astype("bool")
+        with paddle.no_grad():
+            target = self.teacher(image)[mask]
+        pred = self.student(samples, mask)
+        return {"loss": negative_cosine_loss(pred, target), "pred": pred, "target": target}
+
+    # ------------------------------------------------------------------------- saving / loading
+    def save_pretrained(self, save_dir: str, *args, **kwargs):
+        """The student alone by default (a directory `EVA02VisionTransformer.from_pretrained` fine-tunes from);
+        with `save_student_only = False` the whole composite."""
+        if self.save_student_only:
+            return self.student.save_pretrained(save_dir, *args, **kwargs)
+        return super().save_pretrained(save_dir, *args, **kwargs)
+
+    def set_state_dict(self, state_dict, *args, **kwargs):
+        """Accepts composite state dicts and student-only ones (what `save_pretrained` writes by default), so a run
+        resumes from its own checkpoints."""
+        if state_dict and not any(k.startswith(("student.", "teacher.")) for k in state_dict):
+            return self.student.set_state_dict(state_dict, *args, **kwargs)
+        return super().set_state_dict(state_dict, *args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, *args, **kwargs):
+        """A composite zoo name or config directory: build teacher and student as the config says (the named
+        teacher / student download their weights). Keyword arguments override config fields."""
+        from ... import zoo
+
+        name = str(pretrained_model_name_or_path)
+        if os.path.isdir(name):
+            config = cls.config_class.from_pretrained(name, **kwargs)
+        else:
+            config = zoo.build_config(zoo.get_entry(name), cls.config_class, **kwargs)
+        return cls(config)
