@@ -176,9 +176,10 @@ def test_teacher_is_frozen_and_stays_in_eval(image_dir, tmp_path):
     student_before = model.student.blocks[0].attn.q_proj.weight.numpy().copy()
     args = MIMPretrainArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2,
                                 learning_rate=1e-3, warmup_steps=1, report_to=[], disable_tqdm=True,
-                                dataloader_num_workers=0, save_strategy="no")
+                                dataloader_num_workers=0, save_strategy="no", recompute=True)
     data = MIMPretrainDataset(str(image_dir), seed=0)
     trainer = MIMTrainer(model=model, args=args, train_dataset=data, data_collator=collate_mim)
+    assert model.student.enable_recompute  # --recompute reaches the student's blocks
     trainer.train()
     model.train()
     assert model.student.training and not model.teacher.training
@@ -198,8 +199,13 @@ def test_grid_mismatch_and_parallel_layouts_are_refused_before_training():
     if not paddle.is_compiled_with_cuda():
         with pytest.raises(ValueError, match="needs GPUs"):
             check_parallel_layout(args)
+        with pytest.raises(ValueError, match="mixed precision only runs on CUDA"):
+            check_parallel_layout(MIMPretrainArguments(output_dir="unused", bf16=True))
     with pytest.raises(ValueError, match="dp_degree 4 does not match"):
         check_parallel_layout(MIMPretrainArguments(output_dir="unused", dp_degree=4))
+    accumulate = MIMPretrainArguments(output_dir="unused", accum_freq=3)
+    check_parallel_layout(accumulate)
+    assert accumulate.gradient_accumulation_steps == 3
 
 
 # ---------------------------------------------------------------------------------------- training

@@ -28,6 +28,24 @@ def seed_everything(seed: int) -> None:
     paddle.seed(seed)
 
 
+def check_device_arguments(args) -> None:
+    """Refuse flags this device cannot honour instead of letting Paddle ignore them silently: Paddle's AMP
+    (autocast and loss scaling) and fleet's tensor-parallel layers work on CUDA only."""
+    if paddle.is_compiled_with_cuda():
+        return
+    if args.fp16 or args.bf16:
+        raise ValueError(
+            "--fp16/--bf16: Paddle's automatic mixed precision only runs on CUDA devices (on CPU it does nothing); "
+            "drop the flag to train in float32 on this machine"
+        )
+    requested_tp = max(args.tensor_parallel_degree, getattr(args, "requested_tensor_parallel_degree", 1))
+    if requested_tp > 1:
+        raise ValueError(
+            f"--tensor_parallel_degree {requested_tp} needs GPUs: fleet's tensor-parallel layers have no CPU kernels. "
+            "On CPU use data parallel (--dp_degree) and/or --sharding stage1"
+        )
+
+
 class SafeVisualDLCallback(VisualDLCallback):
     """PaddleNLP's VisualDL logger, with hyper-parameters that protobuf accepts: booleans are sent as 0/1
     (recent protobuf refuses a bool in VisualDL's int field and PaddleNLP 2.8.1 would crash at train start)."""

@@ -9,7 +9,7 @@ import paddle
 from paddlenlp.trainer import TrainerCallback
 
 from ..losses import clip_contrastive_loss
-from .base import EVATrainer, seed_everything
+from .base import EVATrainer, check_device_arguments, seed_everything
 
 
 def collate_image_text(samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
@@ -64,6 +64,7 @@ def run_clip_pretraining(model_args, data_args, training_args):
     from ..models.evaclip import get_tokenizer
     from ..transforms import RandomResizedCropTransform
 
+    check_device_arguments(training_args)
     seed_everything(training_args.seed)
     model = load_clip(model_args.model, model_args.from_scratch)
     vision = model.config.vision_config

@@ -16,7 +16,7 @@ from paddlenlp.trainer.trainer_utils import IntervalStrategy
 
 from ..mim_data import GlobalBatchSampler, MIMPretrainDataset, collate_mim
 from ..transforms import CLIP_MEAN, CLIP_STD
-from .base import EVATrainer, seed_everything
+from .base import EVATrainer, check_device_arguments, seed_everything
 from .schedules import WarmupCosineLR, WeightDecaySchedule, innermost_optimizer
 
 logger = logging.getLogger(__name__)
@@ -106,8 +106,9 @@ class GradNormMonitor(TrainerCallback):
         if sharding is not None:
             dist.all_reduce(total, group=sharding._hcg.get_sharding_parallel_group())
         norm = float(total.sqrt())
-        if scaler is not None:
-            norm /= float(scaler._scale)
+        scale = getattr(scaler, "_scale", None) if scaler is not None and getattr(scaler, "_enable", True) else None
+        if scale is not None:  # fp16 loss scaling: report the true gradient norm
+            norm /= float(scale)
         self.value = norm
 
 
@@ -181,12 +182,7 @@ class MIMTrainer(EVATrainer):
 # ----------------------------------------------------------------------------------------- runner
 def check_parallel_layout(args: MIMPretrainArguments) -> None:
     """Refuse layouts that cannot run before any work starts."""
-    requested_tp = max(args.tensor_parallel_degree, getattr(args, "requested_tensor_parallel_degree", 1))
-    if requested_tp > 1 and not paddle.is_compiled_with_cuda():
-        raise ValueError(
-            f"--tensor_parallel_degree {requested_tp} needs GPUs: fleet's tensor-parallel layers have "
-            "no CPU kernels. On CPU use data parallel (--dp_degree) and/or --sharding stage1"
-        )
+    check_device_arguments(args)
     implied = max(1, args.world_size) // max(
         1, args.tensor_parallel_degree * args.pipeline_parallel_degree * args.sharding_parallel_degree
     )
