@@ -20,7 +20,7 @@ from paddlemix_eva.trainer import CLIPTrainer, collate_image_text
 from paddlemix_eva.transforms import EvalTransform, RandomResizedCropTransform
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIST_DIR = os.path.join(ROOT, "tests", "dist")
+DIST_DIR = os.path.join(ROOT, "tests", "distributed")
 COLOURS = {"blue": (30, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30), "yellow": (230, 220, 30)}
 TEMPLATE = "a photo of the colour {}."
 

@@ -1,0 +1,38 @@
+"""Run under `paddle.distributed.launch`: each rank encodes its half of a fixed global batch with the same tiny
+EVA-CLIP, computes the gathered contrastive loss, backpropagates, and writes loss and gradients to OUT_DIR."""
+import sys
+
+import numpy as np
+
+import paddlemix_eva  # noqa: F401
+import paddle
+import paddle.distributed as dist
+
+from paddlemix_eva.losses import clip_contrastive_loss
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from clip_fixture import global_batch, tiny_clip  # noqa: E402
+
+
+def main(out_dir: str) -> None:
+    dist.init_parallel_env()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = tiny_clip()
+    images, ids = global_batch()
+    per_rank = images.shape[0] // world
+    part = slice(rank * per_rank, (rank + 1) * per_rank)
+    out = model(paddle.to_tensor(images[part]), paddle.to_tensor(ids[part]))
+    loss = clip_contrastive_loss(out["image_features"], out["text_features"], out["logit_scale"])
+    loss.backward()
+    # what data parallel does with the gradients: average over ranks
+    grads = {}
+    for name, param in model.named_parameters():
+        grad = param.grad.clone()
+        dist.all_reduce(grad)
+        grads[name] = (grad / world).numpy()
+    if rank == 0:
+        np.savez(f"{out_dir}/dist.npz", loss=float(loss), **grads)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
