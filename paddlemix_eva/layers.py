@@ -479,7 +479,10 @@ class Attention(nn.Layer):
         else:
             # One GEMM for q, k and v packed as [B, N, 3, H, d]; reshape sizes 0 ("keep") leave the batch and
             # sequence dims symbolic so exported graphs stay batch-agnostic and fusable.
-            qkv = F.linear(x, self._qkv_weight(), self._qkv_bias())
+            if type(self.q_proj) is nn.Linear:
+                qkv = F.linear(x, self._qkv_weight(), self._qkv_bias())
+            else:  # tensor-parallel (or otherwise wrapped) projections keep their own forward
+                qkv = paddle.stack([self.q_proj(x), self.k_proj(x), self.v_proj(x)], axis=2)
             qkv = qkv.reshape([0, 0, 3, self.num_heads, self.head_dim])
             if self._use_cpu_fused_attention(qkv, attn_mask):
                 if rope is not None:

@@ -50,3 +50,41 @@ def test_exported_predictor_matches_the_eager_model(tiny_eva02_config, tmp_path)
     # the batch dimension is dynamic
     np.testing.assert_allclose(predictor(images[:1]), expected[:1], rtol=1e-5, atol=1e-5)
     assert model.training is False and any(p.name.endswith((".json", ".pdmodel")) for p in tmp_path.iterdir())
+
+
+def test_attention_with_wrapped_projections_computes_the_same(tiny_eva02_config):
+    """Tensor-parallel projections (layers that are not plain `nn.Linear`) take the per-projection path."""
+
+    class WrappedLinear(paddle.nn.Linear):
+        pass
+
+    model = EVA02VisionTransformer(tiny_eva02_config)
+    model.eval()
+    x = paddle.randn([2, 3, 56, 56])
+    with paddle.no_grad():
+        expected = model(x).numpy()
+        for blk in model.blocks:
+            for name in ("q_proj", "k_proj", "v_proj"):
+                plain = getattr(blk.attn, name)
+                wrapped = WrappedLinear(*plain.weight.shape, bias_attr=None if plain.bias is not None else False)
+                wrapped.set_state_dict(plain.state_dict())
+                setattr(blk.attn, name, wrapped)
+        np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_tensor_parallel_mappings_split_and_merge_every_linear():
+    from paddlemix_eva import zoo
+    from paddlemix_eva.models import EVA02VisionTransformer as Model
+
+    config = zoo.build_config(zoo.get_entry("eva02_Ti_pt_in21k_ft_in1k_p14"), layers=2, num_classes=10)
+    config.tensor_parallel_degree, config.tensor_parallel_rank = 2, 1
+    model = Model(config)
+    full = {k: v.numpy() for k, v in model.state_dict().items()}
+    split = Model._get_tensor_parallel_mappings(config, is_split=True)
+    merge = Model._get_tensor_parallel_mappings(config, is_split=False)
+    assert "blocks.0.attn.q_proj.weight" in split and "blocks.1.mlp.w3.bias" in split and "head.weight" in split
+    assert not any("norm" in k or k in ("pos_embed", "cls_token") for k in split)
+    for key, fn in split.items():
+        parts = [np.split(full[key], 2, axis=-1)[r] for r in range(2)]
+        np.testing.assert_array_equal(fn(full[key]), parts[1])  # rank 1's columns
+        np.testing.assert_array_equal(merge[key](parts), full[key])

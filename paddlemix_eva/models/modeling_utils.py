@@ -173,6 +173,16 @@ class EVAPretrainedModel(PretrainedModel):
             return cls(config)
 
     @classmethod
+    def _get_tensor_parallel_mappings(cls, config, is_split: bool = True):
+        """PaddleNLP's hook for splitting / merging tensor-parallel checkpoints: every sharded Linear is split by
+        output columns (see `paddlemix_eva.tensor_parallel`)."""
+        from ..tensor_parallel import tensor_parallel_mappings
+
+        degree = max(1, getattr(config, "tensor_parallel_degree", 1))
+        rank = max(0, getattr(config, "tensor_parallel_rank", 0))
+        return tensor_parallel_mappings(cls.build_lazily(config), degree, rank, is_split)
+
+    @classmethod
     def _expected_shapes(cls, config) -> Dict[str, List[int]]:
         return {k: list(v.shape) for k, v in cls.build_lazily(config).state_dict().items()}
 

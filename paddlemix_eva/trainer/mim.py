@@ -241,6 +241,13 @@ def build_pretrain_model(model_args: MIMModelArguments, args: MIMPretrainArgumen
     if model_args.drop_path is not None:
         model.student.set_drop_path_rate(model_args.drop_path)
     model.save_student_only = args.only_save_updated_model
+    if args.tensor_parallel_degree > 1:  # CUDA only (checked before); shards the loaded weights
+        from ..tensor_parallel import shard_linears
+
+        for part in (model.teacher, model.student):
+            shard_linears(part)
+        model.student.config.tensor_parallel_degree = args.tensor_parallel_degree
+        model.student.config.tensor_parallel_rank = args.tensor_parallel_rank
     return model
 
 
