@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -175,3 +176,41 @@ class ImageTextManifest(RobustDataset):
         if img is None:
             return None
         return self.transform(img), self.tokenize(caption)[0]
+
+
+class GlobalBatchSampler(paddle.io.DistributedBatchSampler):
+    """Batches of one seeded permutation per epoch, cut into global batches of `batch_size * num_replicas`; rank r
+    takes the r-th contiguous part of each. Epoch changes reach the dataset (`set_epoch`) so augmentation follows."""
+
+    def __init__(self, dataset, batch_size: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = True):
+        super().__init__(dataset, batch_size, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         drop_last=drop_last)
+        self.seed = int(seed)
+        self.global_batch = batch_size * num_replicas
+        total = len(dataset)
+        self.num_batches = total // self.global_batch if drop_last else math.ceil(total / self.global_batch)
+        if self.num_batches == 0:
+            raise ValueError(
+                f"{total} images are fewer than one global batch ({batch_size} per device x {num_replicas} "
+                "devices); lower the batch size or add data"
+            )
+
+    def set_epoch(self, epoch: int = 0, consumed_samples: Optional[int] = None) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+
+    def __iter__(self):
+        order = np.arange(len(self.dataset))
+        if self.shuffle:
+            np.random.RandomState(self.seed + self.epoch).shuffle(order)
+        for b in range(self.num_batches):
+            batch = order[b * self.global_batch : (b + 1) * self.global_batch]
+            if len(batch) < self.global_batch:  # last partial batch: pad by wrapping so every rank gets a share
+                batch = np.concatenate([batch, order[: self.global_batch - len(batch)]])
+            part = batch[self.local_rank * self.batch_size : (self.local_rank + 1) * self.batch_size]
+            yield part.tolist()
+
+    def __len__(self) -> int:
+        return self.num_batches

@@ -2,13 +2,12 @@
 
 Each sample's augmentation (crop box, flip, mask) is a pure function of (seed, epoch, index), so the data a step
 sees does not depend on the number of processes or workers, and a resumed run sees exactly what an uninterrupted
-one would. The global batch is a contiguous slice of one seeded permutation; each data-parallel rank takes its
-part, so 1 process with batch 2B and 2 processes with batch B train on the same global batches.
+one would. Together with `datasets.GlobalBatchSampler`, 1 process with batch 2B and 2 processes with batch B train on the
+same global batches.
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -118,41 +117,3 @@ def collate_mim(samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
         "image": paddle.to_tensor(np.stack(teacher)),
         "bool_masked_pos": paddle.to_tensor(np.stack(masks)),
     }
-
-
-class GlobalBatchSampler(paddle.io.DistributedBatchSampler):
-    """Batches of one seeded permutation per epoch, cut into global batches of `batch_size * num_replicas`; rank r
-    takes the r-th contiguous part of each. Epoch changes reach the dataset (`set_epoch`) so augmentation follows."""
-
-    def __init__(self, dataset, batch_size: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = True):
-        super().__init__(dataset, batch_size, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                         drop_last=drop_last)
-        self.seed = int(seed)
-        self.global_batch = batch_size * num_replicas
-        total = len(dataset)
-        self.num_batches = total // self.global_batch if drop_last else math.ceil(total / self.global_batch)
-        if self.num_batches == 0:
-            raise ValueError(
-                f"{total} images are fewer than one global batch ({batch_size} per device x {num_replicas} "
-                "devices); lower the batch size or add data"
-            )
-
-    def set_epoch(self, epoch: int = 0, consumed_samples: Optional[int] = None) -> None:
-        self.epoch = int(epoch)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch)
-
-    def __iter__(self):
-        order = np.arange(len(self.dataset))
-        if self.shuffle:
-            np.random.RandomState(self.seed + self.epoch).shuffle(order)
-        for b in range(self.num_batches):
-            batch = order[b * self.global_batch : (b + 1) * self.global_batch]
-            if len(batch) < self.global_batch:  # last partial batch: pad by wrapping so every rank gets a share
-                batch = np.concatenate([batch, order[: self.global_batch - len(batch)]])
-            part = batch[self.local_rank * self.batch_size : (self.local_rank + 1) * self.batch_size]
-            yield part.tolist()
-
-    def __len__(self) -> int:
-        return self.num_batches

@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import paddle
 import pytest
-from paddlenlp.trainer import TrainingArguments
 from PIL import Image
 
 from paddlemix_eva import zeroshot
@@ -17,6 +16,7 @@ from paddlemix_eva.losses import clip_contrastive_loss
 from paddlemix_eva.models import EVACLIP, EVACLIPConfig
 from paddlemix_eva.models.evaclip import get_tokenizer
 from paddlemix_eva.trainer import CLIPTrainer, collate_image_text
+from paddlemix_eva.trainer.base import EVATrainingArguments
 from paddlemix_eva.transforms import EvalTransform, RandomResizedCropTransform
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,7 +69,7 @@ def trained(colour_data, tmp_path_factory):
     tokenizer = get_tokenizer()
     dataset = ImageTextManifest(str(colour_data / "pairs.jsonl"), RandomResizedCropTransform(28), tokenizer)
     out = tmp_path_factory.mktemp("clip_run")
-    args = TrainingArguments(
+    args = EVATrainingArguments(
         output_dir=str(out), per_device_train_batch_size=16, learning_rate=1e-3, max_steps=60, logging_steps=10,
         save_steps=60, seed=0, report_to=["visualdl"], disable_tqdm=True, dataloader_num_workers=0,
     )

@@ -13,10 +13,12 @@ import pytest
 from PIL import Image, ImageDraw
 
 from paddlemix_eva.masking import MaskingGenerator
-from paddlemix_eva.mim_data import GlobalBatchSampler, MIMPretrainDataset, collate_mim, list_images
+from paddlemix_eva.datasets import GlobalBatchSampler
+from paddlemix_eva.mim_data import MIMPretrainDataset, collate_mim, list_images
 from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretrainConfig
 from paddlemix_eva.models.eva02.zoo_table import eva02_config
-from paddlemix_eva.trainer.mim import MIMPretrainArguments, MIMTrainer, check_parallel_layout
+from paddlemix_eva.trainer.base import check_run_arguments
+from paddlemix_eva.trainer.mim import MIMPretrainArguments, MIMTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "examples", "eva02", "run_eva02_pretrain_dist.py")
@@ -198,13 +200,13 @@ def test_grid_mismatch_and_parallel_layouts_are_refused_before_training():
     args = MIMPretrainArguments(output_dir="unused", tensor_parallel_degree=2)
     if not paddle.is_compiled_with_cuda():
         with pytest.raises(ValueError, match="needs GPUs"):
-            check_parallel_layout(args)
+            check_run_arguments(args)
         with pytest.raises(ValueError, match="mixed precision only runs on CUDA"):
-            check_parallel_layout(MIMPretrainArguments(output_dir="unused", bf16=True))
+            check_run_arguments(MIMPretrainArguments(output_dir="unused", bf16=True))
     with pytest.raises(ValueError, match="dp_degree 4 does not match"):
-        check_parallel_layout(MIMPretrainArguments(output_dir="unused", dp_degree=4))
+        check_run_arguments(MIMPretrainArguments(output_dir="unused", dp_degree=4))
     accumulate = MIMPretrainArguments(output_dir="unused", accum_freq=3)
-    check_parallel_layout(accumulate)
+    check_run_arguments(accumulate)
     assert accumulate.gradient_accumulation_steps == 3
 
 

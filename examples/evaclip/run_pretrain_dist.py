@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
-from paddlenlp.trainer import PdArgumentParser, TrainingArguments
+from paddlenlp.trainer import PdArgumentParser
 
+from paddlemix_eva.trainer.base import EVATrainingArguments
 from paddlemix_eva.trainer.clip import run_clip_pretraining
 
 
@@ -36,7 +37,7 @@ class DataArguments:
 
 
 def main():
-    parser = PdArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = PdArgumentParser((ModelArguments, DataArguments, EVATrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
     if not data_args.train_data:
         parser.error("--train_data is required")

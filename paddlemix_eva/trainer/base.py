@@ -1,28 +1,54 @@
-"""What every paddlemix-eva trainer adds to PaddleNLP's `Trainer`: parameter groups and run checks."""
+"""What every paddlemix-eva trainer adds to PaddleNLP's `Trainer`: upstream's optimizer, schedules and sampling,
+run checks, atomic checkpoints and richer logs. Subclasses override `compute_loss` (and `lr_scale_for`)."""
 from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
+from dataclasses import dataclass, field
+from typing import Optional
 
-from paddlenlp.trainer import Trainer
-from paddlenlp.trainer.integrations import VisualDLCallback
-
+import numpy as np
 import paddle
 import paddle.nn as nn
+from paddlenlp.trainer import Trainer, TrainingArguments
+from paddlenlp.trainer.integrations import VisualDLCallback
+from paddlenlp.trainer.trainer_utils import IntervalStrategy
 
+from ..datasets import GlobalBatchSampler
+from .callbacks import GradNormMonitor, SafeVisualDLCallback
 from .optim import apply_lr_scales, decayed_parameter_names
+from .schedules import WarmupCosineLR, WeightDecaySchedule
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EVATrainingArguments(TrainingArguments):
+    """PaddleNLP's training arguments plus the knobs of the EVA recipes (PaddleMIX flag names)."""
+
+    warmup_lr: float = field(default=0.0, metadata={"help": "learning rate at the start of the linear warmup"})
+    min_lr: float = field(default=0.0, metadata={"help": "final learning rate of the cosine schedule"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "warmup length in epochs (unless --warmup_steps)"})
+    weight_decay_end: Optional[float] = field(default=None, metadata={"help": "final weight decay (cosine schedule)"})
+    save_epochs: float = field(default=0, metadata={"help": "checkpoint every this many epochs (0: use save_steps)"})
+    accum_freq: int = field(default=1, metadata={"help": "micro-batches accumulated per optimizer step"})
+    dp_degree: int = field(default=-1, metadata={"help": "data-parallel degree; -1 = what the launch implies"})
+    tensorboard: bool = field(default=True, metadata={"help": "log to VisualDL (in output_dir/runs)"})
+    dataloader_drop_last: bool = field(default=True, metadata={"help": "drop the last incomplete global batch"})
+
+    def __post_init__(self):
+        # PaddleNLP resets the parallel degrees to -1 in a single process; keep what was asked to check it
+        self.requested_tensor_parallel_degree = self.tensor_parallel_degree
+        super().__post_init__()
+        if not self.tensorboard:
+            self.report_to = []
 
 
 def seed_everything(seed: int) -> None:
     """Same seed in every process before the model is built, so its initial weights do not depend on the
     launch (data parallel then starts all ranks from rank 0's identical copy anyway)."""
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed)
     paddle.seed(seed)
@@ -46,33 +72,114 @@ def check_device_arguments(args) -> None:
         )
 
 
-class SafeVisualDLCallback(VisualDLCallback):
-    """PaddleNLP's VisualDL logger, with hyper-parameters that protobuf accepts: booleans are sent as 0/1
-    (recent protobuf refuses a bool in VisualDL's int field and PaddleNLP 2.8.1 would crash at train start)."""
+def check_run_arguments(args: EVATrainingArguments) -> None:
+    """Refuse layouts that cannot run, before any work starts; map `--accum_freq` onto gradient accumulation."""
+    check_device_arguments(args)
+    implied = max(1, args.world_size) // max(
+        1, args.tensor_parallel_degree * args.pipeline_parallel_degree * args.sharding_parallel_degree
+    )
+    if args.dp_degree not in (-1, implied):
+        raise ValueError(
+            f"--dp_degree {args.dp_degree} does not match the launch: {args.world_size} processes / (tensor "
+            f"{args.tensor_parallel_degree} x pipeline {args.pipeline_parallel_degree} x sharding "
+            f"{args.sharding_parallel_degree}) = {implied}"
+        )
+    if args.pipeline_parallel_degree > 1:
+        raise ValueError("pipeline parallel is not supported by the EVA recipes")
+    if args.accum_freq > 1:
+        if args.gradient_accumulation_steps not in (1, args.accum_freq):
+            raise ValueError("--accum_freq and --gradient_accumulation_steps disagree; give one of them")
+        args.gradient_accumulation_steps = args.accum_freq
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        if self.vdl_writer is None:
-            self._init_summary_writer(args)
-        if self.vdl_writer is None:
-            return
-        self.vdl_writer.add_text("args", args.to_json_string())
-        hparams = {k: int(v) if isinstance(v, bool) else v for k, v in args.to_sanitized_dict().items()}
-        if hasattr(self.vdl_writer, "add_hparams"):
-            self.vdl_writer.add_hparams(hparams, metrics_list=[])
+
+def apply_save_epochs(args: EVATrainingArguments, num_samples: int) -> int:
+    """Translate `--save_epochs` into save steps for a dataset of `num_samples`; returns the steps per epoch."""
+    global_batch = args.per_device_train_batch_size * max(1, args.dataset_world_size)
+    steps_per_epoch = max(1, num_samples // global_batch // args.gradient_accumulation_steps)
+    if args.save_epochs > 0:
+        args.save_strategy = IntervalStrategy.STEPS
+        args.save_steps = max(1, int(round(args.save_epochs * steps_per_epoch)))
+    return steps_per_epoch
 
 
 class EVATrainer(Trainer):
-    """PaddleNLP `Trainer` with weight decay only where upstream applies it (see `optim.decays`).
-
-    Subclasses override `compute_loss` and, where the recipe asks, `lr_scale_for` (layer-wise decay)."""
+    """PaddleNLP `Trainer` with: weight decay only where upstream applies it (see `optim.decays`), per-parameter
+    learning-rate scales (`lr_scale_for`), linear warmup from `warmup_lr` then cosine to `min_lr`, cosine weight
+    decay, global batches independent of the process count, grad norm in the logs, atomic checkpoints."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.pop_callback(VisualDLCallback) is not None:
             self.add_callback(SafeVisualDLCallback())
+        self.grad_norm = GradNormMonitor()
+        self.add_callback(self.grad_norm)
+        self.wd_schedule: Optional[WeightDecaySchedule] = None
+        self.train_sampler: Optional[GlobalBatchSampler] = None
 
+    # ---------------------------------------------------------------------------------- data
+    def _get_train_sampler(self):
+        self.train_sampler = GlobalBatchSampler(
+            self.train_dataset,
+            batch_size=self.args.per_device_train_batch_size,
+            num_replicas=max(1, self.args.dataset_world_size),
+            rank=max(0, self.args.dataset_rank),
+            shuffle=True,
+            seed=self.args.seed,
+            drop_last=self.args.dataloader_drop_last,
+        )
+        return self.train_sampler
+
+    # ------------------------------------------------------------------------- optimization
+    def lr_scale_for(self, name: str) -> float:
+        return 1.0
+
+    def create_optimizer(self, lr_scheduler=None):
+        """PaddleNLP's optimizer construction with upstream's decay set and per-parameter LR scales; frozen
+        parameters (stop_gradient) are left out."""
+        if self.optimizer is None:
+            model = getattr(self.model, "_layers", self.model)
+            decayed = decayed_parameter_names(model)
+            apply_lr_scales(model, self.lr_scale_for)
+            optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args)
+            if hasattr(optimizer_cls, "_create_master_weight") and self.args.fp16_opt_level == "O2":
+                optimizer_kwargs["multi_precision"] = True
+            max_norm = self.args.max_grad_norm
+            self.optimizer = optimizer_cls(
+                learning_rate=self.lr_scheduler if lr_scheduler is None else lr_scheduler,
+                apply_decay_param_fun=lambda name: name in decayed,
+                parameters=[p for p in model.parameters() if not p.stop_gradient],
+                weight_decay=self.args.weight_decay,
+                grad_clip=nn.ClipGradByGlobalNorm(max_norm) if max_norm > 0 else None,
+                **optimizer_kwargs,
+            )
+            logger.info("optimizer %s: weight decay on %d of %d trainable tensors", optimizer_cls.__name__,
+                        len(decayed), len(self.optimizer._parameter_list))
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int):
+        if self.lr_scheduler is None:
+            batches = len(self.train_sampler) if self.train_sampler is not None else num_training_steps
+            steps_per_epoch = max(1, batches // self.args.gradient_accumulation_steps)
+            warmup = self.args.warmup_steps or int(round(self.args.warmup_epochs * steps_per_epoch))
+            self.lr_scheduler = WarmupCosineLR(
+                self.args.learning_rate, num_training_steps, warmup, self.args.warmup_lr, self.args.min_lr
+            )
+            wd_end = self.args.weight_decay if self.args.weight_decay_end is None else self.args.weight_decay_end
+            self.wd_schedule = WeightDecaySchedule(self.args.weight_decay, wd_end, num_training_steps)
+            self.add_callback(self.wd_schedule)
+            logger.info("schedule: %d steps (%d per epoch), %d warmup from %g, cosine %g -> %g; weight decay %g -> %g",
+                        num_training_steps, steps_per_epoch, warmup, self.args.warmup_lr, self.args.learning_rate,
+                        self.args.min_lr, self.args.weight_decay, wd_end)
+        return self.lr_scheduler
+
+    def log(self, logs, **kwargs):
+        if "loss" in logs and self.grad_norm.value is not None:
+            logs["grad_norm"] = round(self.grad_norm.value, 6)
+        if "loss" in logs and self.wd_schedule is not None:
+            logs["weight_decay"] = round(self.wd_schedule.value(self.state.global_step), 8)
+        super().log(logs, **kwargs)
+
+    # ------------------------------------------------------------------------------ saving
     def _save_checkpoint(self, model, metrics=None):
         """Checkpoints are written atomically: every rank writes into `output_dir/.staging-checkpoint-N`, which
         becomes `checkpoint-N` by one rename once all files are complete. A run killed while saving leaves only
@@ -103,29 +210,3 @@ class EVATrainer(Trainer):
     def _barrier(self) -> None:
         if self.args.world_size > 1:
             paddle.distributed.barrier()
-
-    def lr_scale_for(self, name: str) -> float:
-        return 1.0
-
-    def create_optimizer(self, lr_scheduler=None):
-        """PaddleNLP's optimizer construction with upstream's decay set and per-parameter LR scales; frozen
-        parameters (stop_gradient) are left out."""
-        if self.optimizer is None:
-            model = getattr(self.model, "_layers", self.model)
-            decayed = decayed_parameter_names(model)
-            apply_lr_scales(model, self.lr_scale_for)
-            optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args)
-            if hasattr(optimizer_cls, "_create_master_weight") and self.args.fp16_opt_level == "O2":
-                optimizer_kwargs["multi_precision"] = True
-            max_norm = self.args.max_grad_norm
-            self.optimizer = optimizer_cls(
-                learning_rate=self.lr_scheduler if lr_scheduler is None else lr_scheduler,
-                apply_decay_param_fun=lambda name: name in decayed,
-                parameters=[p for p in model.parameters() if not p.stop_gradient],
-                weight_decay=self.args.weight_decay,
-                grad_clip=nn.ClipGradByGlobalNorm(max_norm) if max_norm > 0 else None,
-                **optimizer_kwargs,
-            )
-            logger.info("optimizer %s: weight decay on %d of %d trainable tensors", optimizer_cls.__name__,
-                        len(decayed), len(self.optimizer._parameter_list))
-        return self.optimizer

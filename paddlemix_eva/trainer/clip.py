@@ -9,7 +9,7 @@ import paddle
 from paddlenlp.trainer import TrainerCallback
 
 from ..losses import clip_contrastive_loss
-from .base import EVATrainer, check_device_arguments, seed_everything
+from .base import EVATrainer, apply_save_epochs, check_run_arguments, seed_everything
 
 
 def collate_image_text(samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
@@ -64,7 +64,7 @@ def run_clip_pretraining(model_args, data_args, training_args):
     from ..models.evaclip import get_tokenizer
     from ..transforms import RandomResizedCropTransform
 
-    check_device_arguments(training_args)
+    check_run_arguments(training_args)
     seed_everything(training_args.seed)
     model = load_clip(model_args.model, model_args.from_scratch)
     vision = model.config.vision_config
@@ -80,6 +80,7 @@ def run_clip_pretraining(model_args, data_args, training_args):
         image_key=data_args.image_key,
         caption_key=data_args.caption_key,
     )
+    apply_save_epochs(training_args, len(dataset))
     trainer = CLIPTrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collate_image_text)
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()

@@ -11,13 +11,10 @@ from typing import List, Optional
 
 import paddle
 import paddle.distributed as dist
-from paddlenlp.trainer import TrainerCallback, TrainingArguments
-from paddlenlp.trainer.trainer_utils import IntervalStrategy
 
-from ..mim_data import GlobalBatchSampler, MIMPretrainDataset, collate_mim
+from ..mim_data import MIMPretrainDataset, collate_mim
 from ..transforms import CLIP_MEAN, CLIP_STD
-from .base import EVATrainer, check_device_arguments, seed_everything
-from .schedules import WarmupCosineLR, WeightDecaySchedule, innermost_optimizer
+from .base import EVATrainer, EVATrainingArguments, apply_save_epochs, check_run_arguments, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -57,93 +54,29 @@ class MIMDataArguments:
 
 
 @dataclass
-class MIMPretrainArguments(TrainingArguments):
-    """PaddleNLP training arguments with the EVA-02 MIM recipe's defaults and extra knobs."""
+class MIMPretrainArguments(EVATrainingArguments):
+    """Training arguments with the EVA-02 MIM recipe's defaults."""
 
     learning_rate: float = field(default=1.5e-3, metadata={"help": "peak learning rate"})
     warmup_lr: float = field(default=1e-6, metadata={"help": "learning rate at the start of the linear warmup"})
     min_lr: float = field(default=1e-5, metadata={"help": "final learning rate of the cosine schedule"})
     warmup_epochs: float = field(default=1.0, metadata={"help": "warmup length in epochs (unless --warmup_steps)"})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (matrices only)"})
-    weight_decay_end: Optional[float] = field(default=None, metadata={"help": "final weight decay (cosine)"})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
     adam_beta2: float = field(default=0.98, metadata={"help": "AdamW beta2"})
     adam_epsilon: float = field(default=1e-6, metadata={"help": "AdamW epsilon"})
     max_grad_norm: float = field(default=3.0, metadata={"help": "clip the all-reduced gradients to this norm"})
     num_train_epochs: float = field(default=100, metadata={"help": "training epochs"})
     save_epochs: float = field(default=1, metadata={"help": "checkpoint every this many epochs (0: use save_steps)"})
-    accum_freq: int = field(default=1, metadata={"help": "micro-batches accumulated per optimizer step"})
-    dp_degree: int = field(default=-1, metadata={"help": "data-parallel degree; -1 = what the launch implies"})
     tea_pretrained_model_path: Optional[str] = field(default=None, metadata={"help": "teacher weights to load"})
     stu_pretrained_model_path: Optional[str] = field(default=None, metadata={"help": "student weights to load"})
     only_save_updated_model: bool = field(default=True, metadata={"help": "save the student only"})
-    tensorboard: bool = field(default=True, metadata={"help": "log to VisualDL (in output_dir/runs)"})
-    dataloader_drop_last: bool = field(default=True, metadata={"help": "drop the last incomplete global batch"})
-
-    def __post_init__(self):
-        # PaddleNLP resets the parallel degrees to -1 in a single process; keep what was asked to check it
-        self.requested_tensor_parallel_degree = self.tensor_parallel_degree
-        super().__post_init__()
-
-
-class GradNormMonitor(TrainerCallback):
-    """Global L2 norm of the gradients the optimizer is about to apply (after the data-parallel all-reduce,
-    before clipping, unscaled under fp16), for the logs."""
-
-    def __init__(self):
-        self.value: Optional[float] = None
-
-    def on_optimizer_begin(self, args, state, control, scaler=None, model=None, optimizer=None, **kwargs):
-        sharding = next((o for o in _wrappers(optimizer) if hasattr(o, "_rank2params")), None)
-        if sharding is not None:  # each sharding rank owns the reduced gradients of its shard
-            params = sharding._rank2params[sharding._sharding_rank]
-        else:
-            params = [p for p in model.parameters() if not p.stop_gradient]
-        grads = [p.grad for p in params if p.grad is not None]
-        total = paddle.zeros([1], dtype="float32")
-        for grad in grads:
-            total += grad.astype("float32").square().sum()
-        if sharding is not None:
-            dist.all_reduce(total, group=sharding._hcg.get_sharding_parallel_group())
-        norm = float(total.sqrt())
-        scale = getattr(scaler, "_scale", None) if scaler is not None and getattr(scaler, "_enable", True) else None
-        if scale is not None:  # fp16 loss scaling: report the true gradient norm
-            norm /= float(scale)
-        self.value = norm
-
-
-def _wrappers(optimizer):
-    while optimizer is not None:
-        yield optimizer
-        optimizer = getattr(optimizer, "_inner_opt", None)
 
 
 class MIMTrainer(EVATrainer):
     """Trainer for `EVA02ForPretrain`: the loss is the mean negative cosine over every masked token of the global
     batch (not a mean of per-rank means), so any data-parallel / sharding layout trains like one process."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.grad_norm = GradNormMonitor()
-        self.add_callback(self.grad_norm)
-        wd_end = self.args.weight_decay if self.args.weight_decay_end is None else self.args.weight_decay_end
-        self.wd_schedule: Optional[WeightDecaySchedule] = None
-        self._wd_end = wd_end
-
-    # ------------------------------------------------------------------------------------ data
-    def _get_train_sampler(self):
-        self.train_sampler = GlobalBatchSampler(
-            self.train_dataset,
-            batch_size=self.args.per_device_train_batch_size,
-            num_replicas=max(1, self.args.dataset_world_size),
-            rank=max(0, self.args.dataset_rank),
-            shuffle=True,
-            seed=self.args.seed,
-            drop_last=self.args.dataloader_drop_last,
-        )
-        return self.train_sampler
-
-    # ------------------------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False):
         out = model(**inputs)
         pred, target = out["pred"].astype("float32"), out["target"].astype("float32")
@@ -156,50 +89,8 @@ class MIMTrainer(EVATrainer):
         loss = -cos.sum() / count.squeeze() * world
         return (loss, out) if return_outputs else loss
 
-    # ------------------------------------------------------------------------------- schedules
-    def create_scheduler(self, num_training_steps: int):
-        if self.lr_scheduler is None:
-            steps_per_epoch = max(1, len(self.train_sampler) // self.args.gradient_accumulation_steps)
-            warmup = self.args.warmup_steps or int(round(self.args.warmup_epochs * steps_per_epoch))
-            self.lr_scheduler = WarmupCosineLR(
-                self.args.learning_rate, num_training_steps, warmup, self.args.warmup_lr, self.args.min_lr
-            )
-            self.wd_schedule = WeightDecaySchedule(self.args.weight_decay, self._wd_end, num_training_steps)
-            self.add_callback(self.wd_schedule)
-            logger.info("schedule: %d steps (%d per epoch), %d warmup from %g, cosine %g -> %g; weight decay %g -> %g",
-                        num_training_steps, steps_per_epoch, warmup, self.args.warmup_lr, self.args.learning_rate,
-                        self.args.min_lr, self.args.weight_decay, self._wd_end)
-        return self.lr_scheduler
-
-    def log(self, logs, **kwargs):
-        if "loss" in logs and self.grad_norm.value is not None:
-            logs["grad_norm"] = round(self.grad_norm.value, 6)
-        if "loss" in logs and self.wd_schedule is not None:
-            logs["weight_decay"] = round(self.wd_schedule.value(self.state.global_step), 8)
-        super().log(logs, **kwargs)
-
 
 # ----------------------------------------------------------------------------------------- runner
-def check_parallel_layout(args: MIMPretrainArguments) -> None:
-    """Refuse layouts that cannot run before any work starts."""
-    check_device_arguments(args)
-    implied = max(1, args.world_size) // max(
-        1, args.tensor_parallel_degree * args.pipeline_parallel_degree * args.sharding_parallel_degree
-    )
-    if args.dp_degree not in (-1, implied):
-        raise ValueError(
-            f"--dp_degree {args.dp_degree} does not match the launch: {args.world_size} processes / (tensor "
-            f"{args.tensor_parallel_degree} x pipeline {args.pipeline_parallel_degree} x sharding "
-            f"{args.sharding_parallel_degree}) = {implied}"
-        )
-    if args.pipeline_parallel_degree > 1:
-        raise ValueError("pipeline parallel is not supported for EVA-02 pre-training")
-    if args.accum_freq > 1:
-        if args.gradient_accumulation_steps not in (1, args.accum_freq):
-            raise ValueError("--accum_freq and --gradient_accumulation_steps disagree; give one of them")
-        args.gradient_accumulation_steps = args.accum_freq
-
-
 def _config_fields(name_or_dir: str) -> dict:
     """The config fields of a zoo name or a saved model directory, as a plain dict."""
     import json
@@ -234,6 +125,7 @@ def build_pretrain_model(model_args: MIMModelArguments, args: MIMPretrainArgumen
     if not config.teacher_config:
         raise ValueError("no teacher: give --model (a composite) or --teacher")
     model = EVA02ForPretrain(config)
+    model.load_named_weights()
     if args.tea_pretrained_model_path:
         model.teacher.load_weights(args.tea_pretrained_model_path)
     if args.stu_pretrained_model_path:
@@ -253,11 +145,9 @@ def build_pretrain_model(model_args: MIMModelArguments, args: MIMPretrainArgumen
 
 def run_mim_pretraining(model_args: MIMModelArguments, data_args: MIMDataArguments, args: MIMPretrainArguments):
     """Build everything from parsed arguments, check it, train (resuming if asked), save, log a summary."""
-    check_parallel_layout(args)
+    check_run_arguments(args)
     if not data_args.data_path:
         raise ValueError("--data_path is required (an image folder or a file list)")
-    if not args.tensorboard:
-        args.report_to = []
     seed_everything(args.seed)
     model = build_pretrain_model(model_args, args)
     student, teacher = model.student.config, model.teacher.visual.config
@@ -283,10 +173,7 @@ def run_mim_pretraining(model_args: MIMModelArguments, data_args: MIMDataArgumen
         seed=args.seed,
     )
     global_batch = args.per_device_train_batch_size * max(1, args.dataset_world_size)
-    steps_per_epoch = max(1, len(dataset) // global_batch // args.gradient_accumulation_steps)
-    if args.save_epochs > 0:
-        args.save_strategy = IntervalStrategy.STEPS
-        args.save_steps = max(1, int(round(args.save_epochs * steps_per_epoch)))
+    apply_save_epochs(args, len(dataset))
     trainer = MIMTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_mim)
     start = time.time()
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)

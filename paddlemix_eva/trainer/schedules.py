@@ -6,6 +6,8 @@ import math
 from paddle.optimizer.lr import LRScheduler
 from paddlenlp.trainer import TrainerCallback
 
+from .callbacks import optimizer_wrappers
+
 
 def warmup_cosine(step: int, base: float, final: float, total: int, warmup: int, warmup_start: float) -> float:
     """Linear warmup from `warmup_start` to `base` over `warmup` steps, then cosine from `base` to `final` at
@@ -33,13 +35,6 @@ class WarmupCosineLR(LRScheduler):
                              self.warmup_lr)
 
 
-def innermost_optimizer(optimizer):
-    """The Paddle optimizer inside fleet's hybrid-parallel / sharding wrappers."""
-    while hasattr(optimizer, "_inner_opt"):
-        optimizer = optimizer._inner_opt
-    return optimizer
-
-
 class WeightDecaySchedule(TrainerCallback):
     """Cosine weight decay from `start` to `end` over the run (upstream's `weight_decay_end`), set before every
     step from the global step, so it is right after a resume too."""
@@ -53,7 +48,7 @@ class WeightDecaySchedule(TrainerCallback):
     def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
         if optimizer is None or self.start == self.end:
             return
-        inner = innermost_optimizer(optimizer)
+        *_, inner = optimizer_wrappers(optimizer)
         inner._weight_decay = self.value(state.global_step)
         if hasattr(inner, "_default_dict"):
             inner._default_dict["weight_decay"] = inner._weight_decay

@@ -74,6 +74,14 @@ class MIMTeacher(nn.Layer):
         logger.info("teacher weights loaded from %s", path)
 
 
+def _mim_config(ref: str) -> EVA02VisionTransformerForMIMConfig:
+    from ... import zoo
+
+    if os.path.isdir(ref):
+        return EVA02VisionTransformerForMIMConfig.from_pretrained(ref)
+    return zoo.build_config(zoo.get_entry(ref), EVA02VisionTransformerForMIMConfig)
+
+
 def _clip_config(ref: ModelRef) -> EVACLIPConfig:
     from ... import zoo
 
@@ -91,20 +99,28 @@ class EVA02ForPretrain(EVAPretrainedModel):
     base_model_prefix = "eva02_for_pretrain"
 
     def __init__(self, config: EVA02ForPretrainConfig):
+        """Builds both parts (upstream init); `load_named_weights` then loads the parts given by name."""
         super().__init__(config)
         self.teacher = MIMTeacher(_clip_config(config.teacher_config))
-        if isinstance(config.teacher_config, str):
-            self.teacher.load_weights(config.teacher_config)
         for param in self.teacher.parameters():
             param.stop_gradient = True
         self.teacher.eval()
         if isinstance(config.student_config, str):
-            self.student = EVA02VisionTransformerForMIM.from_pretrained(config.student_config)
+            student_config = _mim_config(config.student_config)
         else:
-            fields = {**config.student_config, "predict_feature_dim": self.teacher.embed_dim}
-            self.student = EVA02VisionTransformerForMIM(EVA02VisionTransformerForMIMConfig(**fields))
+            student_config = EVA02VisionTransformerForMIMConfig(
+                **{**config.student_config, "predict_feature_dim": self.teacher.embed_dim}
+            )
+        self.student = EVA02VisionTransformerForMIM(student_config)
         self.check_compatible()
         self.save_student_only = True
+
+    def load_named_weights(self) -> None:
+        """Load the weights of the parts the config names (a dict part keeps its fresh initialisation)."""
+        if isinstance(self.config.teacher_config, str):
+            self.teacher.load_weights(self.config.teacher_config)
+        if isinstance(self.config.student_config, str):
+            self.student.load_weights(self.config.student_config)
 
     def check_compatible(self) -> None:
         student, teacher = self.student.config, self.teacher
@@ -174,4 +190,6 @@ class EVA02ForPretrain(EVAPretrainedModel):
             config = cls.config_class.from_pretrained(name, **kwargs)
         else:
             config = zoo.build_config(zoo.get_entry(name), cls.config_class, **kwargs)
-        return cls(config)
+        model = cls(config)
+        model.load_named_weights()
+        return model
