@@ -29,7 +29,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed
-	$(PY) examples/eva02/run_zoo_demo.py
+	$(PY) examples/eva02/run_demo.py
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest tests -q -ra

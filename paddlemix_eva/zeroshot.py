@@ -18,6 +18,7 @@ import paddle.nn.functional as F
 
 from .checkpoint import atomic_path
 from .datasets import collate_skip_invalid
+from .evaluation import topk_correct
 from .resources import data_path, imagenet_classnames
 
 logger = logging.getLogger(__name__)
@@ -101,13 +102,6 @@ def build_classifier(
                 np.save(f, classifier)
         logger.info("cached class embeddings in %s", cache_file)
     return classifier
-
-
-def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Per-sample bool: the label is among the k largest logits (k capped at the class count)."""
-    k = min(k, logits.shape[1])
-    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    return (top == labels[:, None]).any(axis=1)
 
 
 @paddle.no_grad()

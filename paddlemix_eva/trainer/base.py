@@ -17,6 +17,7 @@ from paddlenlp.trainer.integrations import VisualDLCallback
 from paddlenlp.trainer.trainer_utils import IntervalStrategy
 
 from ..datasets import GlobalBatchSampler
+from ..runtime import configure_training_runtime
 from .callbacks import GradNormMonitor, SafeVisualDLCallback
 from .optim import apply_lr_scales, decayed_parameter_names
 from .schedules import WarmupCosineLR, WeightDecaySchedule
@@ -75,6 +76,7 @@ def check_device_arguments(args) -> None:
 def check_run_arguments(args: EVATrainingArguments) -> None:
     """Refuse layouts that cannot run, before any work starts; map `--accum_freq` onto gradient accumulation."""
     check_device_arguments(args)
+    configure_training_runtime()
     implied = max(1, args.world_size) // max(
         1, args.tensor_parallel_degree * args.pipeline_parallel_degree * args.sharding_parallel_degree
     )

@@ -1,0 +1,30 @@
+"""`make demo`: MIM-pretrain a small EVA-02 on scikit-learn's digits, fine-tune it, evaluate it.
+
+    python examples/eva02/run_demo.py [--workdir output/demo]
+
+Each step runs the same script as the full recipe (run_eva02_pretrain_dist.py, run_eva02_finetune_dist.py,
+run_eva02_finetune_eval.py) with smaller flags; see paddlemix_eva/demo.py for them.
+"""
+import argparse
+import logging
+import os
+
+import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+
+from paddlemix_eva.demo import run_demo, summary_lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default="output/demo", help="data, checkpoints and logs go here")
+    parser.add_argument("--pretrain_epochs", type=int, default=3)
+    parser.add_argument("--finetune_epochs", type=int, default=10)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    examples = os.path.dirname(os.path.abspath(__file__))
+    result = run_demo(os.path.abspath(args.workdir), examples, args.pretrain_epochs, args.finetune_epochs)
+    print("\n".join(["", "EVA-02 demo: MIM pre-training -> fine-tuning -> evaluation"] + summary_lines(result)))
+
+
+if __name__ == "__main__":
+    main()

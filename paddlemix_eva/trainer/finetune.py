@@ -1,0 +1,270 @@
+"""EVA-02 image-classification fine-tuning with PaddleNLP's `Trainer`: the full upstream recipe (RandAugment,
+random erasing, mixup / cutmix with label smoothing, layer-wise learning-rate decay, model EMA) and the run entry
+points of `run_eva02_finetune_dist.py` / `run_eva02_finetune_eval.py`."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from ..augment import Mixup, build_train_transform, mixup_target
+from ..datasets import ImageFolder
+from ..evaluation import evaluate_classifier, write_report
+from ..transforms import CLIP_MEAN, CLIP_STD, EvalTransform
+from .base import EVATrainer, EVATrainingArguments, apply_save_epochs, check_run_arguments, seed_everything
+from .ema import EMACallback, ModelEMA, ema_dir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneModelArguments:
+    model: str = field(default="paddlemix/EVA/EVA02/eva02_Ti_pt_in21k_p14",
+                       metadata={"help": "zoo name or directory: MIM / IN-21K / fine-tuned weights to start from"})
+    pretrained_model_path: Optional[str] = field(default=None, metadata={"help": "weights file or dir loaded on top"})
+    input_size: Optional[int] = field(default=None, metadata={"help": "fine-tuning resolution (pos_embed resampled)"})
+    drop_path: Optional[float] = field(default=None, metadata={"help": "stochastic depth rate"})
+    layer_decay: float = field(default=0.9, metadata={"help": "layer-wise learning-rate decay (1.0: off)"})
+    model_ema: bool = field(default=False, metadata={"help": "keep, evaluate and save an EMA of the weights"})
+    model_ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay per optimizer step"})
+
+
+@dataclass
+class FinetuneDataArguments:
+    data_path: Optional[str] = field(default=None, metadata={"help": "training ImageFolder (one folder per class)"})
+    eval_data_path: Optional[str] = field(default=None, metadata={"help": "validation ImageFolder"})
+    scale_min: float = field(default=0.08, metadata={"help": "lower area bound of the random resized crop"})
+    hflip: float = field(default=0.5, metadata={"help": "horizontal flip probability"})
+    auto_augment: Optional[str] = field(default="rand-m9-mstd0.5-inc1",
+                                        metadata={"help": "RandAugment policy ('none' to disable)"})
+    color_jitter: Optional[float] = field(default=0.4, metadata={"help": "colour jitter, only without RandAugment"})
+    reprob: float = field(default=0.0, metadata={"help": "random erasing probability"})
+    remode: str = field(default="pixel", metadata={"help": "random erasing fill: pixel | rand | const"})
+    recount: int = field(default=1, metadata={"help": "random erasing rectangles per image"})
+    mixup: float = field(default=0.0, metadata={"help": "mixup alpha (0: off)"})
+    cutmix: float = field(default=0.0, metadata={"help": "cutmix alpha (0: off)"})
+    cutmix_minmax: Optional[List[float]] = field(default=None, metadata={"help": "cutmix box ratio bounds"})
+    mixup_prob: float = field(default=1.0, metadata={"help": "probability of mixing a batch"})
+    mixup_switch_prob: float = field(default=0.5, metadata={"help": "probability of cutmix instead of mixup"})
+    mixup_mode: str = field(default="batch", metadata={"help": "mixup mode"})
+    smoothing: float = field(default=0.1, metadata={"help": "label smoothing"})
+    crop_pct: float = field(default=1.0, metadata={"help": "eval: resize to size/crop_pct, then centre crop"})
+    image_mean: List[float] = field(default_factory=lambda: list(CLIP_MEAN), metadata={"help": "normalisation mean"})
+    image_std: List[float] = field(default_factory=lambda: list(CLIP_STD), metadata={"help": "normalisation std"})
+
+
+@dataclass
+class FinetuneArguments(EVATrainingArguments):
+    """Training arguments with the EVA-02 Ti IN-1K fine-tuning recipe's defaults."""
+
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    min_lr: float = field(default=1e-6, metadata={"help": "final learning rate of the cosine schedule"})
+    warmup_epochs: float = field(default=5.0, metadata={"help": "warmup length in epochs (unless --warmup_steps)"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (matrices only)"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2"})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "gradient clipping (0: off, as the recipe)"})
+    num_train_epochs: float = field(default=100, metadata={"help": "training epochs"})
+    save_epochs: float = field(default=1, metadata={"help": "checkpoint every this many epochs (0: use save_steps)"})
+
+
+# --------------------------------------------------------------------------------------- recipe
+def vit_layer_id(name: str, num_layers: int) -> int:
+    """Depth of a parameter for layer decay: embeddings 0, block i -> i + 1, everything after the blocks L + 1."""
+    if name in ("cls_token", "mask_token", "pos_embed") or name.startswith("patch_embed."):
+        return 0
+    match = re.match(r"blocks\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    return num_layers + 1
+
+
+def layer_decay_scale(name: str, num_layers: int, decay: float) -> float:
+    """decay ** (L + 1 - layer_id): the head trains at the full rate, each block below it `decay` times slower."""
+    return float(decay ** (num_layers + 1 - vit_layer_id(name, num_layers)))
+
+
+class ClassificationCollator:
+    """(image, label) samples -> {"image", "labels"}: labels are soft targets, mixed by mixup / cutmix when on,
+    else label-smoothed one-hots (the loss is the same soft-target cross-entropy either way)."""
+
+    def __init__(self, num_classes: int, smoothing: float = 0.1, mixup=None):
+        self.num_classes, self.smoothing, self.mixup = num_classes, smoothing, mixup
+
+    def __call__(self, samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
+        images = np.stack([s[0] for s in samples]).astype(np.float32)
+        labels = np.asarray([s[1] for s in samples], np.int64)
+        if self.mixup is not None:
+            images, targets = self.mixup(images, labels)
+        else:
+            targets = mixup_target(labels, self.num_classes, 1.0, self.smoothing)
+        return {"image": paddle.to_tensor(images), "labels": paddle.to_tensor(targets.astype(np.float32))}
+
+
+def soft_target_cross_entropy(logits: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
+    return (-targets * F.log_softmax(logits.astype("float32"), axis=-1)).sum(axis=-1).mean()
+
+
+class FinetuneTrainer(EVATrainer):
+    """Soft-target cross-entropy, layer-wise LR decay, optional model EMA; evaluation counts every validation
+    sample exactly once (raw and EMA weights) and reports top-1 / top-5."""
+
+    def __init__(self, *args, layer_decay: float = 1.0, ema_decay: Optional[float] = None, class_names=None,
+                 eval_batch_size: Optional[int] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.layer_decay = float(layer_decay)
+        self.class_names = class_names
+        self.ema = ModelEMA(self.model, ema_decay) if ema_decay else None
+        if self.ema is not None:
+            self.add_callback(EMACallback(self.ema))
+
+    def lr_scale_for(self, name: str) -> float:
+        if self.layer_decay >= 1.0:
+            return 1.0
+        return layer_decay_scale(name, self.model.config.layers, self.layer_decay)
+
+    def compute_loss(self, model, inputs, return_outputs=False):
+        logits = model(image=inputs["image"])
+        loss = soft_target_cross_entropy(logits, inputs["labels"])
+        return (loss, logits) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            return {}
+        metrics = {}
+        models = [("", self.model)] + ([("ema_", self.ema.module)] if self.ema is not None else [])
+        for tag, model in models:
+            result = evaluate_classifier(model, dataset, self.args.per_device_eval_batch_size,
+                                         self.args.dataloader_num_workers, self.class_names)
+            metrics.update({f"{metric_key_prefix}_{tag}top1": result["top1"],
+                            f"{metric_key_prefix}_{tag}top5": result["top5"]})
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+        return metrics
+
+    def save_model(self, output_dir: Optional[str] = None, merge_tensor_parallel: Optional[bool] = False):
+        super().save_model(output_dir, merge_tensor_parallel)
+        if self.ema is not None and self.args.should_save:
+            self.ema.save(ema_dir(output_dir or self.args.output_dir))
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if self.ema is not None and isinstance(resume_from_checkpoint, str):
+            if os.path.isdir(ema_dir(resume_from_checkpoint)):
+                self.ema.load(ema_dir(resume_from_checkpoint))
+            else:
+                logger.warning("%s has no EMA weights; the EMA restarts from the resumed weights",
+                               resume_from_checkpoint)
+                self.ema = ModelEMA(self.model, self.ema.decay)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------- runners
+def load_classifier(name_or_dir: str, num_classes: int, input_size: Optional[int] = None,
+                    drop_path: Optional[float] = None, pretrained_model_path: Optional[str] = None):
+    """A classifier with `num_classes` outputs from any EVA-02 checkpoint: MIM weights get a fresh `head` and
+    `fc_norm` (MIM-only keys are reported as dropped), another input size resamples `pos_embed` with a warning."""
+    from ..models import EVA02VisionTransformer
+
+    overrides = {"num_classes": num_classes}
+    if input_size:
+        overrides["image_size"] = input_size
+    if drop_path is not None:
+        overrides["drop_path_rate"] = drop_path
+    model = EVA02VisionTransformer.from_pretrained(name_or_dir, **overrides)
+    if pretrained_model_path:
+        model.load_weights(pretrained_model_path)
+    return model
+
+
+def build_mixup(data_args: FinetuneDataArguments, num_classes: int):
+    if data_args.mixup <= 0 and data_args.cutmix <= 0 and data_args.cutmix_minmax is None:
+        return None
+    return Mixup(mixup_alpha=data_args.mixup, cutmix_alpha=data_args.cutmix, cutmix_minmax=data_args.cutmix_minmax,
+                 prob=data_args.mixup_prob, switch_prob=data_args.mixup_switch_prob, mode=data_args.mixup_mode,
+                 label_smoothing=data_args.smoothing, num_classes=num_classes)
+
+
+def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments, args: FinetuneArguments):
+    """Build, check, train (resuming if asked), evaluate, save; returns (trainer, metrics)."""
+    check_run_arguments(args)
+    if not data_args.data_path:
+        raise ValueError("--data_path (the training ImageFolder) is required")
+    seed_everything(args.seed)
+    probe = ImageFolder(data_args.data_path)
+    model = load_classifier(model_args.model, len(probe.classes), model_args.input_size, model_args.drop_path,
+                            model_args.pretrained_model_path)
+    model.config.class_names = list(probe.classes)
+    size = model.config.image_size
+    auto_augment = None if (data_args.auto_augment or "").lower() in ("", "none") else data_args.auto_augment
+    train_transform = build_train_transform(
+        size, scale=(data_args.scale_min, 1.0), hflip=data_args.hflip, auto_augment=auto_augment,
+        color_jitter=data_args.color_jitter, reprob=data_args.reprob, remode=data_args.remode,
+        recount=data_args.recount, mean=data_args.image_mean, std=data_args.image_std,
+    )
+    train_set = ImageFolder(data_args.data_path, train_transform, on_error="substitute")
+    eval_set = None
+    if data_args.eval_data_path:
+        eval_transform = EvalTransform(size, data_args.crop_pct, data_args.image_mean, data_args.image_std)
+        eval_set = ImageFolder(data_args.eval_data_path, eval_transform, classes=train_set.classes)
+    apply_save_epochs(args, len(train_set))
+    collator = ClassificationCollator(len(train_set.classes), data_args.smoothing,
+                                      build_mixup(data_args, len(train_set.classes)))
+    trainer = FinetuneTrainer(
+        model=model, args=args, train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
+        layer_decay=model_args.layer_decay, ema_decay=model_args.model_ema_decay if model_args.model_ema else None,
+        class_names=train_set.classes,
+    )
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model()
+    metrics = dict(result.metrics)
+    if eval_set is not None:
+        metrics.update(trainer.evaluate())
+    trainer.save_metrics("all", metrics)
+    logger.info("fine-tuning done: %d steps in %.0f s; %s; model saved in %s%s", trainer.state.global_step,
+                time.time() - start,
+                ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith("eval_")) or "no evaluation",
+                args.output_dir, " (EMA in ema/)" if trainer.ema is not None else "")
+    return trainer, metrics
+
+
+def run_evaluation(model_name_or_dir: str, eval_data_path: str, batch_size: int = 64, num_workers: int = 0,
+                   input_size: Optional[int] = None, crop_pct: float = 1.0, use_ema: bool = False,
+                   report_path: Optional[str] = None, mean=CLIP_MEAN, std=CLIP_STD) -> Dict[str, object]:
+    """Top-1 / top-5 / per-class accuracy of a classifier on an ImageFolder, every sample counted once on any
+    number of processes; the validation classes must be the model's."""
+    from ..models import EVA02VisionTransformer
+
+    source = ema_dir(model_name_or_dir) if use_ema else model_name_or_dir
+    if use_ema and not os.path.isdir(source):
+        raise FileNotFoundError(f"--use_ema: {model_name_or_dir} has no EMA weights ({source} is missing)")
+    overrides = {"image_size": input_size} if input_size else {}
+    model = EVA02VisionTransformer.from_pretrained(source, **overrides)
+    dataset = ImageFolder(eval_data_path, EvalTransform(model.config.image_size, crop_pct, mean, std))
+    check_label_space(model.config, dataset.classes, eval_data_path)
+    metrics = evaluate_classifier(model, dataset, batch_size, num_workers, dataset.classes)
+    metrics.update({"model": model_name_or_dir, "ema": use_ema, "eval_data_path": eval_data_path})
+    if report_path and (not paddle.distributed.is_initialized() or paddle.distributed.get_rank() == 0):
+        write_report(metrics, report_path)
+    return metrics
+
+
+def check_label_space(config, classes: Sequence[str], data_path: str) -> None:
+    """Refuse a validation set whose classes are not the ones the model's head was trained on."""
+    trained = getattr(config, "class_names", None)
+    if config.num_classes != len(classes):
+        raise ValueError(
+            f"{data_path} has {len(classes)} class folders but the model's head has {config.num_classes} outputs"
+        )
+    if trained is not None and list(trained) != list(classes):
+        differing = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(trained, classes)) if a != b][:5]
+        raise ValueError(f"{data_path}: class folders differ from the classes the model was trained on ({differing})")
