@@ -9,4 +9,13 @@ _runtime.configure_cpu_backend()
 from .version import __version__  # noqa: E402
 from .zoo import get_model, list_models  # noqa: E402
 
-__all__ = ["__version__", "get_model", "list_models"]
+__all__ = ["__version__", "get_model", "list_models", "inference_model", "extract_features"]
+
+
+def __getattr__(name: str):
+    """`inference_model` / `extract_features` load on first use, so `import paddlemix_eva` stays light."""
+    if name in ("inference_model", "extract_features"):
+        from . import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'paddlemix_eva' has no attribute {name!r}")

@@ -1,8 +1,9 @@
-"""`paddlemix-eva` command line: list the zoo, predict images, convert checkpoints."""
+"""`paddlemix-eva` command line: list the zoo, predict images, extract features, export, convert checkpoints."""
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import List, Optional, Sequence
 
@@ -17,44 +18,102 @@ def format_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> st
     return "\n".join(lines)
 
 
-ZOO_HEADERS = ["model", "task", "input", "patch", "params", "IN-1K top-1"]
+ZOO_HEADERS = ["model", "task", "input", "patch", "params", "GMACs", "IN-1K top-1"]
 
 
 def zoo_rows(pattern: Optional[str] = None) -> List[List[object]]:
-    """One row per zoo entry: name, task, input size, patch, parameters (counted from the built model), published
-    ImageNet-1K top-1 (zero-shot for CLIP models)."""
+    """One row per zoo entry: name, task, input size, patch, parameters (counted from the built model), GMACs of
+    one image at the input size (counted over a real forward, see `paddlemix_eva.flops`; the student for
+    `mim-pretrain`, the vision tower for `clip`), published ImageNet-1K top-1 (zero-shot for CLIP models)."""
     from . import zoo
 
+    names = zoo.list_models(pattern)
     rows = []
-    for name in zoo.list_models(pattern):
+    for name in _progress(names, "counting"):
         entry = zoo.get_entry(name)
-        try:
-            params = f"{zoo.count_parameters(entry):,}"
-        except ImportError:
-            params = "-"  # composite teacher+student: built by the pretraining code
+        params = f"{zoo.count_parameters(entry):,}"
+        gmacs = f"{zoo.count_image_macs(name) / 1e9:.2f}"
         top1 = f"{entry.top1:.1f}" if entry.top1 is not None else "-"
-        rows.append([name, entry.task, entry.image_size, entry.patch_size, params, top1])
+        rows.append([name, entry.task, entry.image_size, entry.patch_size, params, gmacs, top1])
     return rows
 
 
+def _progress(items: Sequence, desc: str):
+    """A progress bar on stderr when it is a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, disable=None, leave=False, file=sys.stderr)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = zoo_rows(args.pattern)
-    if not rows:
+    from . import zoo
+
+    if not zoo.list_models(args.pattern):
         logger.error("no model matches %r", args.pattern)
         return 1
-    print(format_table(rows, ZOO_HEADERS))
+    print(format_table(zoo_rows(args.pattern), ZOO_HEADERS))
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import _as_model, inference_model
+def _load_for_prediction(args: argparse.Namespace):
+    if args.backend == "inference":
+        from .inference_backend import load_exported
 
-    model = _as_model(args.model)
-    for path in args.images:
-        result = inference_model(model, path, topk=args.topk)
+        return load_exported(args.model, num_threads=args.threads)
+    from .inference import load_classifier_for_inference
+
+    return load_classifier_for_inference(args.model)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import inference_model
+
+    model = _load_for_prediction(args)
+    results = inference_model(model, list(args.images), topk=args.topk, batch_size=args.batch_size)
+    failed = 0
+    for path, result in zip(args.images, results):
         print(path)
+        if "error" in result:
+            print(f"  error: {result['error']}")
+            failed += 1
+            continue
         for label, score, name in result["topk"]:
             print(f"  {score:7.4f}  {label:6d}  {name}")
+    if failed:
+        logger.error("%d of %d images could not be read", failed, len(args.images))
+    return 1 if failed else 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .inference import extract_features, list_image_files
+    from .models import EVA02VisionTransformer
+
+    files = list_image_files(args.directory)
+    model = EVA02VisionTransformer.from_pretrained(args.model)
+    features, errors = extract_features(model, files, patch_tokens=args.patch_tokens, batch_size=args.batch_size)
+    kept = [path for path, error in zip(files, errors) if error is None]
+    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    np.save(out, features)
+    listing = out[: -len(".npy")] + ".files.txt"
+    with open(listing, "w", encoding="utf-8") as f:
+        f.writelines(os.path.relpath(path, args.directory) + "\n" for path in kept)
+    print(f"features {list(features.shape)} of {len(kept)} images -> {out} (row order: {listing})")
+    skipped = len(files) - len(kept)
+    if skipped:
+        logger.error("%d of %d image files could not be read (see the warnings above)", skipped, len(files))
+    return 1 if skipped else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .inference_backend import export_model
+    from .models import EVA02VisionTransformer
+
+    model = EVA02VisionTransformer.from_pretrained(args.model)
+    out = export_model(model, args.out, input_size=args.input_size, dtype=args.dtype)
+    print(f"exported {args.model} -> {out}; run it with `paddlemix-eva predict IMAGE --model {out} --backend inference`")
     return 0
 
 
@@ -73,15 +132,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="list the model zoo with counted parameters")
+    p = sub.add_parser("list", help="list the model zoo with counted parameters and GMACs")
     p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. '*Ti*'")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("predict", help="top-k ImageNet classes of images")
+    p = sub.add_parser("predict", help="top-k classes of images")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--model", required=True, help="zoo name or model directory")
+    p.add_argument("--model", required=True, help="zoo name or model directory (an export directory with --backend inference)")
+    p.add_argument("--backend", choices=("dygraph", "inference"), default="dygraph",
+                   help="dygraph: the Paddle model; inference: a model written by `paddlemix-eva export`")
     p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the inference backend (default: all)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("features", help="features of every image under a directory, saved as .npy")
+    p.add_argument("directory", help="folder of images (searched recursively)")
+    p.add_argument("--model", required=True, help="zoo name or model directory")
+    p.add_argument("--out", required=True, help="output .npy file; the row order is written next to it (.files.txt)")
+    p.add_argument("--patch-tokens", action="store_true", help="patch tokens [N, P, D] instead of pooled features")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("export", help="export a classifier to a static graph for Paddle Inference")
+    p.add_argument("--model", required=True, help="zoo name or model directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--input-size", type=int, default=None, help="image size of the exported graph (default: the model's)")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16 runs oneDNN bfloat16 kernels (CPUs with AVX512-BF16)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("convert", help="convert an official / timm / open_clip / PaddleMIX checkpoint")
     p.add_argument("src", help="weight file (.pt/.pth/.bin with torch installed, .safetensors, .pdparams, .npz)")

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import importlib
+import json
+import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from functools import lru_cache
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,82 @@ def count_parameters(name_or_entry) -> int:
     entry = name_or_entry if isinstance(name_or_entry, ZooEntry) else get_entry(name_or_entry)
     model_class = entry.load_class()
     return count(model_class.build_lazily(build_config(entry, model_class.config_class)))
+
+
+#: config scopes that may hold the depth (`layers`) of the image encoder
+_DEPTH_SCOPES = (None, "vision_cfg", "student_config")
+
+
+def _with_depth(config: Mapping[str, Any], depth: int) -> Tuple[Dict[str, Any], int]:
+    """A copy of `config` whose image encoder has `depth` blocks, and the original depth."""
+    out = dict(config)
+    for scope in _DEPTH_SCOPES:
+        holder = out if scope is None else out.get(scope)
+        if isinstance(holder, Mapping) and "layers" in holder:
+            original = int(holder["layers"])
+            if scope is None:
+                out["layers"] = depth
+            else:
+                out[scope] = {**holder, "layers": depth}
+            return out, original
+    raise ValueError("the config names no encoder depth (`layers`)")
+
+
+def _macs_cache_key(entry: ZooEntry) -> str:
+    """Changes with the entry's config and with the code that builds and counts it, so a cached count is never
+    stale."""
+    import inspect
+
+    from . import flops, layers
+
+    model_module = importlib.import_module(entry.model_class.rpartition(".")[0])
+    digest = hashlib.sha256(json.dumps(entry.config, sort_keys=True).encode())
+    for module in (flops, layers, model_module):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def count_image_macs(name: str) -> int:
+    """MACs of one image through a zoo model at its input size (see `paddlemix_eva.flops` for what counts).
+
+    Counted on real forwards of the model built with one and with two blocks and extrapolated linearly: every
+    block of these encoders costs the same, so this equals the count on the full model (tested) without
+    allocating a 4-billion-parameter model to list the zoo. Counts are cached in the weight cache directory.
+    """
+    from . import hub
+
+    entry = get_entry(name)
+    cache_file = os.path.join(hub.cache_root(), "paddlemix_eva_macs.json")
+    key = _macs_cache_key(entry)
+    try:
+        with open(cache_file) as f:
+            cached = json.load(f)
+    except (OSError, ValueError):
+        cached = {}
+    if key not in cached:
+        cached[key] = _count_image_macs(entry)
+        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+        tmp = f"{cache_file}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(cached, f)
+        os.replace(tmp, cache_file)
+    return int(cached[key])
+
+
+def _count_image_macs(entry: ZooEntry) -> int:
+    from paddlenlp.transformers.model_utils import no_init_weights
+
+    from .flops import count_macs
+
+    model_class = entry.load_class()
+    counts = []
+    for depth in (1, 2):
+        config_fields, full_depth = _with_depth(entry.config, depth)
+        with no_init_weights(_enable=True):  # weights do not change the count; skip the upstream init
+            encoder, forward = model_class.image_encoder(model_class.config_class(**config_fields))
+        counts.append(count_macs(encoder, int(entry.image_size), forward).total)
+    return counts[0] + (full_depth - 1) * (counts[1] - counts[0])
 
 
 def get_model(name: str, pretrained: bool = False, **overrides):

@@ -76,6 +76,7 @@ def cli_runs(tmp_path_factory):
         "corrupt": str(corrupt),
         "missing": str(root / "nope.safetensors"),
         "no_model": str(root / "no_model"),
+        **mixed_inputs(root),
         **{f"out_{k}": str(root / f"out_{k}") for k in ("convert", "missing", "corrupt", "mislabelled")},
     }
     runs = run_cli_concurrently(
@@ -89,9 +90,29 @@ def cli_runs(tmp_path_factory):
             "mislabelled": ["convert", src, "--format", "paddlemix", "--out", paths["out_mislabelled"]],
             "predict": ["predict", sample_image_path(), "--model", model_dir],
             "predict_no_model": ["predict", sample_image_path(), "--model", paths["no_model"]],
+            "predict_mixed": ["predict", paths["gray"], paths["not_image"], paths["rgba"], "--model", model_dir],
+            "predict_mim": ["predict", sample_image_path(), "--model", "eva02_Ti_pt_in21k_p14"],
+            "features": ["features", paths["image_dir"], "--model", model_dir, "--out", paths["features"]],
         }
     )
     return {"runs": runs, "paths": paths, "model": model}
+
+
+def mixed_inputs(root) -> Dict[str, str]:
+    """A grayscale and an RGBA image, a text file named like an image, and a folder holding all of them plus a
+    README; paths by key."""
+    from PIL import Image
+
+    folder = root / "images"
+    folder.mkdir()
+    sample = Image.open(sample_image_path())
+    sample.convert("L").save(folder / "gray.png")
+    sample.convert("RGBA").save(folder / "rgba.png")
+    sample.save(folder / "colour.jpg")
+    (folder / "notes.jpg").write_text("a text file with an image suffix")
+    (folder / "README.txt").write_text("not an image")
+    return {"gray": str(folder / "gray.png"), "rgba": str(folder / "rgba.png"), "not_image": str(folder / "notes.jpg"),
+            "image_dir": str(folder), "features": str(root / "features" / "feats.npy")}
 
 
 def _table_rows(stdout: str) -> List[List[str]]:
@@ -120,7 +141,10 @@ def test_list_prints_every_model_with_counted_parameters(cli_runs):
         assert row[1] == entry.task
         if entry.task != "mim-pretrain":
             assert re.fullmatch(r"\d{1,3}(,\d{3})+", row[4]), row
-    assert by_name["eva02_L_pt_in21k_medft_in21k_ft_in1k_p14"][5] == "89.9"
+    assert by_name["eva02_L_pt_in21k_medft_in21k_ft_in1k_p14"][6] == "89.9"
+    for name, gmacs in (("eva02_Ti_pt_in21k_ft_in1k_p14", 4.68), ("eva02_S_pt_in21k_ft_in1k_p14", 15.48),
+                        ("eva02_B_pt_in21k_ft_in1k_p14", 107.11), ("eva02_L_pt_in21k_ft_in1k_p14", 362.33)):
+        assert float(by_name[name][5]) == pytest.approx(gmacs, rel=0.02)
     assert by_name["eva02_B_pt_in21k_p14to16"][3] == "16"
 
 
@@ -230,3 +254,39 @@ def test_predict_missing_model_dir(cli_runs):
     result = cli_runs["runs"]["predict_no_model"]
     _assert_clean_failure(result)
     assert cli_runs["paths"]["no_model"] in result.stderr
+
+
+@pytest.mark.slow
+def test_predict_continues_past_an_unreadable_image(cli_runs):
+    from paddlemix_eva.inference import inference_model
+
+    result, paths = cli_runs["runs"]["predict_mixed"], cli_runs["paths"]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    blocks = result.stdout.split(paths["rgba"])
+    assert "error:" in blocks[0] and "not an image" in blocks[0]
+    expected = inference_model(paths["model_dir"], paths["rgba"])
+    assert f"{expected['pred_label']:6d}  {expected['pred_class']}" in blocks[1]
+    assert "1 of 3 images could not be read" in result.stderr
+
+
+@pytest.mark.slow
+def test_predict_refuses_a_model_without_a_classification_head(cli_runs):
+    result = cli_runs["runs"]["predict_mim"]
+    _assert_clean_failure(result)
+    assert "without a classification head" in result.stderr
+
+
+@pytest.mark.slow
+def test_features_of_a_folder_with_mixed_content(cli_runs):
+    from paddlemix_eva.inference import extract_features
+    from paddlemix_eva.models import EVA02VisionTransformer
+
+    result, paths = cli_runs["runs"]["features"], cli_runs["paths"]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr  # one unreadable file
+    assert "notes.jpg" in result.stderr and "README.txt" in result.stderr
+    features = np.load(paths["features"])
+    listing = open(paths["features"].replace(".npy", ".files.txt")).read().split()
+    assert listing == ["colour.jpg", "gray.png", "rgba.png"] and features.shape == (3, 192)
+    model = EVA02VisionTransformer.from_pretrained(paths["model_dir"])
+    expected, _ = extract_features(model, [os.path.join(paths["image_dir"], name) for name in listing])
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)

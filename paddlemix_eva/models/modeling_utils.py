@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from paddlenlp.transformers import PretrainedModel
@@ -59,6 +59,13 @@ class EVAPretrainedModel(PretrainedModel):
 
     def _init_parameters(self) -> None:
         raise NotImplementedError
+
+    @classmethod
+    def image_encoder(cls, config) -> Tuple["paddle.nn.Layer", Callable]:
+        """(layer, forward) that encode one image batch: `forward(image)`. What the FLOP counter of the zoo runs;
+        families whose image path is part of a bigger model (CLIP's vision tower) return only that part."""
+        model = cls(config)
+        return model, model
 
     # ------------------------------------------------------------------------------- resolving
     @classmethod

@@ -176,6 +176,17 @@ class EVA02VisionTransformerForMIM(EVA02PretrainedModel):
     def no_weight_decay(self) -> List[str]:
         return ["pos_embed", "cls_token", "mask_token"]
 
+    @classmethod
+    def image_encoder(cls, config: EVA02VisionTransformerForMIMConfig):
+        """Features of every patch, nothing masked (the cost of a full forward)."""
+        model = cls(config)
+
+        def forward(image: paddle.Tensor) -> paddle.Tensor:
+            mask = paddle.zeros([image.shape[0], config.num_patches], dtype="bool")
+            return model(image, mask, return_all_tokens=True)
+
+        return model, forward
+
     def forward(
         self, image: paddle.Tensor, bool_masked_pos: paddle.Tensor, return_all_tokens: bool = False
     ) -> paddle.Tensor:

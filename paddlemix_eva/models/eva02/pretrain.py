@@ -115,6 +115,18 @@ class EVA02ForPretrain(EVAPretrainedModel):
         self.check_compatible()
         self.save_student_only = True
 
+    @classmethod
+    def image_encoder(cls, config: EVA02ForPretrainConfig):
+        """The student alone, with every patch predicted (the teacher's cost is its own zoo entry's)."""
+        if isinstance(config.student_config, str):
+            student_config = _mim_config(config.student_config)
+        else:
+            teacher_dim = _clip_config(config.teacher_config).embed_dim
+            student_config = EVA02VisionTransformerForMIMConfig(
+                **{"predict_feature_dim": teacher_dim, **config.student_config}
+            )
+        return EVA02VisionTransformerForMIM.image_encoder(student_config)
+
     def load_named_weights(self) -> None:
         """Load the weights of the parts the config names (a dict part keeps its fresh initialisation)."""
         if isinstance(self.config.teacher_config, str):

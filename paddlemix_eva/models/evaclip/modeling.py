@@ -156,6 +156,12 @@ class EVACLIP(EVAPretrainedModel):
     def no_weight_decay(self):
         return ["logit_scale", "visual.pos_embed", "visual.cls_token", "text.positional_embedding"]
 
+    @classmethod
+    def image_encoder(cls, config: EVACLIPConfig):
+        """The vision tower alone (the text tower is not built)."""
+        visual = EVACLIPVisionTransformer(config.vision_config)
+        return visual, visual
+
     # ------------------------------------------------------------------------------- encoders
     def encode_image(self, image: paddle.Tensor, normalize: bool = False) -> paddle.Tensor:
         features = self.visual(image)
