@@ -53,7 +53,12 @@ class ZooEntry:
 
 
 _REGISTRY: Dict[str, ZooEntry] = {}
-_TABLES = ("paddlemix_eva.models.eva02.zoo_table", "paddlemix_eva.models.evaclip.zoo_table")
+_TABLES = (
+    "paddlemix_eva.models.eva02.zoo_table",
+    "paddlemix_eva.models.evaclip.zoo_table",
+    "paddlemix_eva.models.mae.zoo_table",
+    "paddlemix_eva.models.evovit.zoo_table",
+)
 _loaded = False
 
 
@@ -184,6 +189,10 @@ def _count_image_macs(entry: ZooEntry) -> int:
     from .flops import count_macs
 
     model_class = entry.load_class()
+    if not model_class.macs_linear_in_depth:
+        with no_init_weights(_enable=True):
+            encoder, forward = model_class.image_encoder(model_class.config_class(**entry.config))
+        return count_macs(encoder, int(entry.image_size), forward).total
     counts = []
     for depth in (1, 2):
         config_fields, full_depth = _with_depth(entry.config, depth)

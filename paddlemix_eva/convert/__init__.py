@@ -19,6 +19,22 @@ logger = logging.getLogger(__name__)
 __all__ = ["FORMATS", "convert_checkpoint", "convert_state_dict"]
 
 
+#: Converters of the other model families, tried before the EVA-02 / EVA-CLIP rules. Each module defines
+#: `detect(state) -> bool` (is this checkpoint mine?) and `convert(state, fmt, source) -> (model_class, config,
+#: state)` with the state in the family's Paddle layout.
+FAMILY_CONVERTERS = ("paddlemix_eva.convert.mae", "paddlemix_eva.convert.evovit")
+
+
+def _family_converter(state: StateDict):
+    import importlib
+
+    for name in FAMILY_CONVERTERS:
+        module = importlib.import_module(name)
+        if module.detect(state):
+            return module
+    return None
+
+
 def convert_state_dict(state: StateDict, fmt: str, source: str = "checkpoint") -> StateDict:
     """Map a checkpoint's keys and layouts to PaddleMIX names (no architecture checks)."""
     guessed = detect_format(state)
@@ -50,11 +66,17 @@ def convert_checkpoint(
         raise ValueError(f"unknown --format {fmt!r}; expected one of {FORMATS}")
     source = src if isinstance(src, str) else "state dict"
     state = read_state_dict(src) if isinstance(src, str) else dict(src)
-    state = convert_state_dict(state, fmt, source)
+    family = _family_converter(state)
+    if family is not None:
+        model_class, config, state = family.convert(state, fmt, source)
+    else:
+        state = convert_state_dict(state, fmt, source)
     if model is not None:
         entry = zoo.get_entry(model)
         model_class = entry.load_class()
         config = zoo.build_config(entry, model_class.config_class)
+    elif family is not None:
+        pass
     elif any(k.startswith("visual.") for k in state):
         model_class, config = infer_evaclip(state, source)
     else:

@@ -60,6 +60,10 @@ class EVAPretrainedModel(PretrainedModel):
     def _init_parameters(self) -> None:
         raise NotImplementedError
 
+    #: False for models whose blocks do not all cost the same (token pruning): MACs are then counted on the
+    #: full model instead of being extrapolated from one- and two-block builds
+    macs_linear_in_depth: bool = True
+
     @classmethod
     def image_encoder(cls, config) -> Tuple["paddle.nn.Layer", Callable]:
         """(layer, forward) that encode one image batch: `forward(image)`. What the FLOP counter of the zoo runs;

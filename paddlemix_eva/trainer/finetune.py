@@ -8,7 +8,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import paddle
@@ -193,15 +193,20 @@ def build_mixup(data_args: FinetuneDataArguments, num_classes: int):
                  label_smoothing=data_args.smoothing, num_classes=num_classes)
 
 
-def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments, args: FinetuneArguments):
-    """Build, check, train (resuming if asked), evaluate, save; returns (trainer, metrics)."""
+def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments, args: FinetuneArguments,
+                   load_model: Callable[..., paddle.nn.Layer] = load_classifier,
+                   trainer_class: type = FinetuneTrainer, **trainer_kwargs):
+    """Build, check, train (resuming if asked), evaluate, save; returns (trainer, metrics).
+
+    Other families reuse the recipe with their own `load_model(name_or_dir, num_classes, input_size, drop_path,
+    pretrained_model_path)` and `trainer_class` (a `FinetuneTrainer` subclass; `trainer_kwargs` go to it)."""
     check_run_arguments(args)
     if not data_args.data_path:
         raise ValueError("--data_path (the training ImageFolder) is required")
     seed_everything(args.seed)
     probe = ImageFolder(data_args.data_path)
-    model = load_classifier(model_args.model, len(probe.classes), model_args.input_size, model_args.drop_path,
-                            model_args.pretrained_model_path)
+    model = load_model(model_args.model, len(probe.classes), model_args.input_size, model_args.drop_path,
+                       model_args.pretrained_model_path)
     model.config.class_names = list(probe.classes)
     size = model.config.image_size
     auto_augment = None if (data_args.auto_augment or "").lower() in ("", "none") else data_args.auto_augment
@@ -218,10 +223,10 @@ def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataAr
     apply_save_epochs(args, len(train_set))
     collator = ClassificationCollator(len(train_set.classes), data_args.smoothing,
                                       build_mixup(data_args, len(train_set.classes)))
-    trainer = FinetuneTrainer(
+    trainer = trainer_class(
         model=model, args=args, train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
         layer_decay=model_args.layer_decay, ema_decay=model_args.model_ema_decay if model_args.model_ema else None,
-        class_names=train_set.classes,
+        class_names=train_set.classes, **trainer_kwargs,
     )
     start = time.time()
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
@@ -239,16 +244,18 @@ def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataAr
 
 def run_evaluation(model_name_or_dir: str, eval_data_path: str, batch_size: int = 64, num_workers: int = 0,
                    input_size: Optional[int] = None, crop_pct: float = 1.0, use_ema: bool = False,
-                   report_path: Optional[str] = None, mean=CLIP_MEAN, std=CLIP_STD) -> Dict[str, object]:
-    """Top-1 / top-5 / per-class accuracy of a classifier on an ImageFolder, every sample counted once on any
-    number of processes; the validation classes must be the model's."""
-    from ..models import EVA02VisionTransformer
+                   report_path: Optional[str] = None, mean=CLIP_MEAN, std=CLIP_STD,
+                   model_class: Optional[type] = None) -> Dict[str, object]:
+    """Top-1 / top-5 / per-class accuracy of a classifier (`model_class`, EVA-02 by default) on an ImageFolder,
+    every sample counted once on any number of processes; the validation classes must be the model's."""
+    if model_class is None:
+        from ..models import EVA02VisionTransformer as model_class
 
     source = ema_dir(model_name_or_dir) if use_ema else model_name_or_dir
     if use_ema and not os.path.isdir(source):
         raise FileNotFoundError(f"--use_ema: {model_name_or_dir} has no EMA weights ({source} is missing)")
     overrides = {"image_size": input_size} if input_size else {}
-    model = EVA02VisionTransformer.from_pretrained(source, **overrides)
+    model = model_class.from_pretrained(source, **overrides)
     dataset = ImageFolder(eval_data_path, EvalTransform(model.config.image_size, crop_pct, mean, std))
     check_label_space(model.config, dataset.classes, eval_data_path)
     metrics = evaluate_classifier(model, dataset, batch_size, num_workers, dataset.classes)
