@@ -22,7 +22,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from typing import Callable, Dict, List
 
 import paddlemix_eva  # noqa: F401  (before paddle: selects MKL's fast path on AMD, see paddlemix_eva/runtime.py)
@@ -31,6 +30,7 @@ import paddle
 
 from paddlemix_eva import layers
 from paddlemix_eva.runtime import set_cpu_threads, tune_glibc_malloc
+from timing import time_in_rounds
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO = {"Ti": "eva02_Ti_pt_in21k_ft_in1k_p14", "S": "eva02_S_pt_in21k_ft_in1k_p14"}
@@ -95,28 +95,6 @@ def build_runners(args, tag: str, size: int, images: np.ndarray, timm) -> Dict[s
             name = "ours-inference" if not args.no_onednn else "ours-inference-no-onednn"
             runners[name] = lambda predictor=predictor: predictor(images)
     return runners
-
-
-def time_in_rounds(
-    runners: Dict[str, Callable[[], object]], warmup: int, runs: int, rounds: int
-) -> Dict[str, List[float]]:
-    """`runs` timed calls per runner, spread over `rounds` rounds; in each round every runner gets one untimed
-    call and then its consecutive timed calls. Back-to-back calls of one framework measure its steady state
-    (alternating single calls measured both frameworks ~50% slower here: each evicts the other's working set),
-    while the rounds spread slow phases of a shared machine over all runners alike."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times: Dict[str, List[float]] = {name: [] for name in runners}
-    per_round = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
-    for count in per_round:
-        for name, run in runners.items():
-            run()
-            for _ in range(count):
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-    return times
 
 
 def main(argv=None) -> int:
