@@ -22,7 +22,7 @@ import os
 import platform
 import statistics
 import sys
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import paddlemix_eva  # noqa: F401  (before paddle: selects MKL's fast path on AMD, see paddlemix_eva/runtime.py)
 import numpy as np

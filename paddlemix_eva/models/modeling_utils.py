@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 from paddlenlp.transformers import PretrainedModel
@@ -65,7 +65,7 @@ class EVAPretrainedModel(PretrainedModel):
     macs_linear_in_depth: bool = True
 
     @classmethod
-    def image_encoder(cls, config) -> Tuple["paddle.nn.Layer", Callable]:
+    def image_encoder(cls, config) -> Tuple[Any, Callable]:
         """(layer, forward) that encode one image batch: `forward(image)`. What the FLOP counter of the zoo runs;
         families whose image path is part of a bigger model (CLIP's vision tower) return only that part."""
         model = cls(config)
