@@ -17,8 +17,11 @@ The batch dimension of the exported graph is dynamic; the image size is fixed at
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import sys
 import tempfile
 from typing import Optional, Sequence, Tuple
 
@@ -28,7 +31,12 @@ import paddle.nn as nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_static", "CPUPredictor", "compile_for_cpu"]
+__all__ = ["export_static", "CPUPredictor", "compile_for_cpu", "export_model", "load_exported", "ExportedModel",
+           "cpu_has_bf16"]
+
+#: what `export_model` writes next to the program: input size, dtype and provenance
+EXPORT_META = "export.json"
+DTYPES = ("fp32", "bf16")
 
 
 def _model_files(path_prefix: str) -> Tuple[str, str]:
@@ -68,13 +76,32 @@ def export_static(
     return path_prefix
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send what C++ code writes to the process's stdout (fd 1) to stderr for the duration."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 class CPUPredictor:
     """A Paddle Inference predictor over an exported program: `predictor(images) -> first output` (numpy)."""
 
     def __init__(
-        self, path_prefix: str, num_threads: Optional[int] = None, onednn: bool = True, ir_optim: bool = True
+        self,
+        path_prefix: str,
+        num_threads: Optional[int] = None,
+        onednn: bool = True,
+        ir_optim: bool = True,
+        bf16: bool = False,
     ):
-        """`num_threads` defaults to os.cpu_count(); `onednn=False` runs Paddle's plain CPU kernels (slower)."""
+        """`num_threads` defaults to os.cpu_count(); `onednn=False` runs Paddle's plain CPU kernels (slower);
+        `bf16=True` lets oneDNN run its bfloat16 kernels (AVX512-BF16 / AMX) with float32 inputs and outputs."""
         from paddle import inference
 
         num_threads = int(num_threads or os.cpu_count() or 1)
@@ -82,8 +109,12 @@ class CPUPredictor:
         config = inference.Config(program, params)
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(num_threads)
+        if bf16 and not (onednn and paddle.base.core.is_compiled_with_onednn()):
+            raise ValueError("bf16 inference runs on oneDNN kernels; this predictor has oneDNN disabled or missing")
         if onednn and paddle.base.core.is_compiled_with_onednn():
             config.enable_onednn()
+            if bf16:
+                config.enable_onednn_bfloat16()
         else:
             if onednn:
                 logger.warning("this Paddle build has no oneDNN; the predictor uses the plain CPU kernels")
@@ -92,17 +123,24 @@ class CPUPredictor:
         config.disable_glog_info()
         self.num_threads = num_threads
         self.onednn = bool(config.onednn_enabled())
+        self.bf16 = bool(bf16)
+        self._first_run = True
         self._predictor = inference.create_predictor(config)
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         self._input.copy_from_cpu(np.ascontiguousarray(images, dtype=np.float32))
-        self._predictor.run()
+        if self._first_run:  # oneDNN passes print diagnostics to stdout on the first run: keep stdout clean
+            with _stdout_to_stderr():
+                self._predictor.run()
+            self._first_run = False
+        else:
+            self._predictor.run()
         return self._output.copy_to_cpu()
 
     def __repr__(self) -> str:
-        return f"CPUPredictor(num_threads={self.num_threads}, onednn={self.onednn})"
+        return f"CPUPredictor(num_threads={self.num_threads}, onednn={self.onednn}, bf16={self.bf16})"
 
 
 def compile_for_cpu(
@@ -111,6 +149,7 @@ def compile_for_cpu(
     onednn: bool = True,
     input_shape: Optional[Sequence[Optional[int]]] = None,
     workdir: Optional[str] = None,
+    bf16: bool = False,
 ) -> CPUPredictor:
     """Export `model` (see `export_static`) and load it into a `CPUPredictor`.
 
@@ -125,7 +164,103 @@ def compile_for_cpu(
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
         prefix = export_static(model, os.path.join(workdir, "model"), input_shape)
-        return CPUPredictor(prefix, num_threads=num_threads, onednn=onednn)
+        return CPUPredictor(prefix, num_threads=num_threads, onednn=onednn, bf16=bf16)
     with tempfile.TemporaryDirectory(prefix="paddlemix_eva_static_") as tmp:
         prefix = export_static(model, os.path.join(tmp, "model"), input_shape)
-        return CPUPredictor(prefix, num_threads=num_threads, onednn=onednn)
+        return CPUPredictor(prefix, num_threads=num_threads, onednn=onednn, bf16=bf16)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bfloat16 math natively (AVX512-BF16 or AMX), which the bf16 path needs to be fast."""
+    return bool(paddle.base.core.supports_bfloat16_fast_performance())
+
+
+def export_model(model: nn.Layer, out_dir: str, input_size: Optional[int] = None, dtype: str = "fp32") -> str:
+    """Write a deployable classifier to `out_dir`: the static program and weights (`model.json` /
+    `model.pdiparams`), the model's `config.json` (class names, preprocessing) and `export.json` (input size, dtype).
+
+    `input_size` exports at another resolution (on a copy: pos_embed resampled, RoPE rebuilt; the caller's model
+    is untouched). The batch dimension stays dynamic, the image size is fixed. `dtype="bf16"` records that the
+    predictor runs oneDNN's bfloat16 kernels (the weights stay float32 in the files); it needs a CPU with
+    AVX512-BF16 or AMX. Returns `out_dir`.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "bf16" and not cpu_has_bf16():
+        raise ValueError("--dtype bf16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX); this one has none, "
+                         "export with --dtype fp32")
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "image_size"):
+        raise ValueError(f"{type(model).__name__} has no config.image_size; export_model needs a paddlemix-eva model")
+    size = int(input_size or config.image_size)
+    if size != int(config.image_size):
+        import copy
+
+        if not hasattr(model, "set_input_size"):
+            raise ValueError(f"{type(model).__name__} cannot change its input size; export it at {config.image_size}")
+        model = copy.deepcopy(model)
+        model.set_input_size(size)
+        config = model.config
+    os.makedirs(out_dir, exist_ok=True)
+    from .layers import cpu_fused_attention_available
+
+    export_static(model, os.path.join(out_dir, "model"), [None, int(getattr(config, "in_chans", 3)), size, size])
+    config.save_pretrained(out_dir)
+    meta = {
+        "input_size": size,
+        "dtype": dtype,
+        "batch": "dynamic",
+        "model_class": type(model).__name__,
+        "paddle_version": paddle.__version__,
+        "cpu_fused_attention": bool(cpu_fused_attention_available()),
+    }
+    with open(os.path.join(out_dir, EXPORT_META), "w") as f:
+        json.dump(meta, f, indent=2)
+    logger.info("exported %s at %d px (%s) to %s", type(model).__name__, size, dtype, out_dir)
+    return out_dir
+
+
+class ExportedModel:
+    """An `export_model` directory run by Paddle Inference: `exported(images) -> logits` for float32 NCHW numpy
+    batches of the exported size; `.config` (dict) and `.image_size` tell how to preprocess."""
+
+    def __init__(self, out_dir: str, num_threads: Optional[int] = None):
+        meta_path = os.path.join(out_dir, EXPORT_META)
+        if not os.path.isfile(meta_path):
+            raise FileNotFoundError(
+                f"{out_dir} is not an exported model (no {EXPORT_META}); create one with "
+                f"`paddlemix-eva export --model NAME_OR_DIR --out {out_dir}`"
+            )
+        with open(meta_path) as f:
+            self.meta = json.load(f)
+        config_path = os.path.join(out_dir, "config.json")
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(f"{config_path} is missing; export the model again")
+        with open(config_path) as f:
+            self.config = json.load(f)
+        self.image_size = int(self.meta["input_size"])
+        self.dtype = self.meta.get("dtype", "fp32")
+        if self.dtype == "bf16" and not cpu_has_bf16():
+            raise ValueError(f"{out_dir} was exported for bf16, which this CPU cannot run fast (no AVX512-BF16 / "
+                             "AMX); export it again with --dtype fp32")
+        self.predictor = CPUPredictor(os.path.join(out_dir, "model"), num_threads=num_threads,
+                                      bf16=self.dtype == "bf16")
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float32)
+        size = self.image_size
+        if images.ndim != 4 or images.shape[2:] != (size, size):
+            got = f"{images.shape[-1]} px images" if images.ndim == 4 else f"an array of shape {list(images.shape)}"
+            raise ValueError(
+                f"this model was exported for {size} px images (a [B, 3, {size}, {size}] batch); got {got}. "
+                f"Export it again with --input-size {images.shape[-1] if images.ndim == 4 else 'SIZE'}"
+            )
+        return self.predictor(images)
+
+    def __repr__(self) -> str:
+        return f"ExportedModel({self.meta.get('model_class')}, {self.image_size} px, {self.dtype}, {self.predictor})"
+
+
+def load_exported(out_dir: str, num_threads: Optional[int] = None) -> ExportedModel:
+    """The model `export_model` wrote to `out_dir`, ready to run (see `ExportedModel`)."""
+    return ExportedModel(out_dir, num_threads=num_threads)

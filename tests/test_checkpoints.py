@@ -112,7 +112,8 @@ def test_save_pretrained_round_trip(tiny_eva02_config, tmp_path, caplog):
             read_state_dict(str(tmp_path / "model_state.pdparams")), expected, "saved"
         )
     assert sorted(checked) == sorted(expected) == sorted(saved)
-    assert not [r for r in caplog.records if r.name.startswith("paddlemix_eva") and r.levelno >= logging.INFO]
+    assert not [r for r in caplog.records if r.name.startswith("paddlemix_eva") and r.name != "paddlemix_eva.ops"
+                and r.levelno >= logging.INFO]  # (ops: the one-line LayerNorm choice, logged when first built)
 
     loaded = EVA02VisionTransformer.from_pretrained(str(tmp_path))
     assert sorted(_numpy_state(loaded)) == sorted(saved)

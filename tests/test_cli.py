@@ -67,6 +67,10 @@ def cli_runs(tmp_path_factory):
     src = str(root / "tiny.safetensors")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, src)
     model_dir = convert_checkpoint(src, "timm", out=str(root / "model"))
+    from paddlemix_eva.inference_backend import export_model
+    from paddlemix_eva.models import EVA02VisionTransformer
+
+    exported = export_model(EVA02VisionTransformer.from_pretrained(model_dir), str(root / "exported"))
     corrupt = root / "corrupt.safetensors"
     with open(src, "rb") as f:
         corrupt.write_bytes(f.read()[:1000])
@@ -77,6 +81,8 @@ def cli_runs(tmp_path_factory):
         "missing": str(root / "nope.safetensors"),
         "no_model": str(root / "no_model"),
         **mixed_inputs(root),
+        "exported": exported,
+        "out_export": str(root / "out_export"),
         **{f"out_{k}": str(root / f"out_{k}") for k in ("convert", "missing", "corrupt", "mislabelled")},
     }
     runs = run_cli_concurrently(
@@ -92,6 +98,8 @@ def cli_runs(tmp_path_factory):
             "predict_no_model": ["predict", sample_image_path(), "--model", paths["no_model"]],
             "predict_mixed": ["predict", paths["gray"], paths["not_image"], paths["rgba"], "--model", model_dir],
             "predict_mim": ["predict", sample_image_path(), "--model", "eva02_Ti_pt_in21k_p14"],
+            "export": ["export", "--model", model_dir, "--out", paths["out_export"], "--input-size", "112"],
+            "predict_inference": ["predict", sample_image_path(), "--model", exported, "--backend", "inference"],
             "features": ["features", paths["image_dir"], "--model", model_dir, "--out", paths["features"]],
         }
     )
@@ -290,3 +298,28 @@ def test_features_of_a_folder_with_mixed_content(cli_runs):
     model = EVA02VisionTransformer.from_pretrained(paths["model_dir"])
     expected, _ = extract_features(model, [os.path.join(paths["image_dir"], name) for name in listing])
     np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_export_writes_a_loadable_model_at_the_requested_size(cli_runs):
+    import json
+
+    from paddlemix_eva.inference_backend import load_exported
+
+    result, out = cli_runs["runs"]["export"], cli_runs["paths"]["out_export"]
+    assert result.returncode == 0, result.stderr
+    assert "--backend inference" in result.stdout
+    assert {"model.json", "model.pdiparams", "config.json", "export.json"} <= set(os.listdir(out))
+    assert json.load(open(os.path.join(out, "export.json")))["input_size"] == 112
+    exported = load_exported(out)
+    assert exported(np.zeros((2, 3, 112, 112), np.float32)).shape == (2, 1000)
+
+
+@pytest.mark.slow
+def test_predict_with_the_inference_backend_agrees_with_the_model(cli_runs):
+    dygraph, inference = cli_runs["runs"]["predict"], cli_runs["runs"]["predict_inference"]
+    assert inference.returncode == 0, inference.stderr
+    lines = lambda r: [l.split() for l in r.stdout.splitlines()[1:]]  # noqa: E731,E741
+    assert [row[1:] for row in lines(inference)] == [row[1:] for row in lines(dygraph)]  # labels and names
+    np.testing.assert_allclose([float(r[0]) for r in lines(inference)], [float(r[0]) for r in lines(dygraph)],
+                               atol=2e-4)

@@ -203,7 +203,16 @@ def test_integer_input_is_refused():
         fused_layer_norm_op(paddle.ones([2, 8], dtype="int32"), norm.weight, norm.bias, 1e-5)
 
 
-def test_non_contiguous_input_gives_the_correct_result():
+@pytest.fixture
+def stride_kernels():
+    """Paddle's default view semantics (training entry points switch them off process-wide)."""
+    before = paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]
+    paddle.set_flags({"FLAGS_use_stride_kernel": True})
+    yield
+    paddle.set_flags({"FLAGS_use_stride_kernel": before})
+
+
+def test_non_contiguous_input_gives_the_correct_result(stride_kernels):
     """Strided views (transposes, slices) are normalised as their values, not as their storage."""
     norm = FusedLayerNorm(32, epsilon=1e-6)
     base = paddle.randn([6, 4, 32])

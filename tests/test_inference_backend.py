@@ -88,3 +88,75 @@ def test_tensor_parallel_mappings_split_and_merge_every_linear():
         parts = [np.split(full[key], 2, axis=-1)[r] for r in range(2)]
         np.testing.assert_array_equal(fn(full[key]), parts[1])  # rank 1's columns
         np.testing.assert_array_equal(merge[key](parts), full[key])
+
+
+# ------------------------------------------------------------------------------------ export directories
+from paddlemix_eva.inference import inference_model  # noqa: E402
+from paddlemix_eva.inference_backend import cpu_has_bf16, export_model, load_exported  # noqa: E402
+
+
+def _images(n, size, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+
+
+def test_exported_model_matches_the_eager_model_and_keeps_its_config(tiny_eva02_config, tmp_path):
+    tiny_eva02_config.class_names = [f"c{i}" for i in range(10)]
+    model = EVA02VisionTransformer(tiny_eva02_config).eval()
+    out = export_model(model, str(tmp_path / "export"))
+    exported = load_exported(out, num_threads=2)
+    images = _images(3, 56)
+    with paddle.no_grad():
+        expected = model(paddle.to_tensor(images)).numpy()
+    np.testing.assert_allclose(exported(images), expected, rtol=1e-5, atol=1e-5)
+    assert exported.image_size == 56 and exported.config["class_names"][3] == "c3"
+    photo = (np.random.default_rng(1).random((70, 90, 3)) * 255).astype(np.uint8)
+    via_exported, via_model = inference_model(exported, photo), inference_model(model, photo)
+    assert via_exported["pred_class"] == via_model["pred_class"]
+    assert via_exported["pred_score"] == pytest.approx(via_model["pred_score"], rel=1e-4)
+
+
+def test_running_an_export_at_another_size_is_refused(tiny_eva02_config, tmp_path):
+    model = EVA02VisionTransformer(tiny_eva02_config).eval()
+    exported = load_exported(export_model(model, str(tmp_path / "export")))
+    with pytest.raises(ValueError, match=r"exported for 56 px images.*got 84 px images.*--input-size 84"):
+        exported(_images(1, 84))
+
+
+def test_export_at_another_input_size_leaves_the_model_alone(tiny_eva02_config, tmp_path):
+    model = EVA02VisionTransformer(tiny_eva02_config).eval()
+    before = model.pos_embed.numpy().copy()
+    exported = load_exported(export_model(model, str(tmp_path / "export84"), input_size=84))
+    np.testing.assert_array_equal(model.pos_embed.numpy(), before)
+    assert model.config.image_size == 56 and exported.image_size == 84
+    resized = EVA02VisionTransformer(tiny_eva02_config)
+    resized.set_state_dict(model.state_dict())
+    resized.set_input_size(84)
+    resized.eval()
+    images = _images(2, 84)
+    with paddle.no_grad():
+        expected = resized(paddle.to_tensor(images)).numpy()
+    np.testing.assert_allclose(exported(images), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_export_stays_close_to_fp32(tiny_eva02_config, tmp_path):
+    if not cpu_has_bf16():
+        with pytest.raises(ValueError, match="native bfloat16"):
+            export_model(EVA02VisionTransformer(tiny_eva02_config), str(tmp_path / "bf16"), dtype="bf16")
+        pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 / AMX)")
+    model = EVA02VisionTransformer(tiny_eva02_config).eval()
+    with paddle.no_grad():
+        model.head.weight.set_value(model.head.weight * 30.0)  # logits of order 1, as a trained head gives
+    fp32 = load_exported(export_model(model, str(tmp_path / "fp32")))
+    bf16 = load_exported(export_model(model, str(tmp_path / "bf16"), dtype="bf16"))
+    images = _images(8, 56)
+    a, b = fp32(images), bf16(images)
+    gap = np.abs(a - b).max() / np.abs(a).max()
+    assert 0 < gap < 0.05, gap  # bfloat16 keeps 8 mantissa bits; different from fp32 proves bf16 kernels ran
+    assert bf16.dtype == "bf16" and "bf16=True" in repr(bf16)
+
+
+def test_missing_export_directory_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"not an exported model.*paddlemix-eva export"):
+        load_exported(str(tmp_path))
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        export_model(paddle.nn.Linear(2, 2), str(tmp_path / "x"), dtype="int8")

@@ -1,8 +1,8 @@
 """CPU inference speed of our EVA-02 classifiers next to timm's, measured in the same process.
 
-    python benchmarks/bench_backbone.py                       # Ti and S at 224 and 336, batch 8, 2 threads
-    python benchmarks/bench_backbone.py --models Ti --sizes 224 --backends inference,dygraph --runs 9
-    python benchmarks/bench_backbone.py --markdown /tmp/table.md
+    python benchmarks/bench_inference.py                      # Ti and S at 224 and 336, batch 1 and 8, 2 threads
+    python benchmarks/bench_inference.py --models Ti --sizes 224 --batches 8 --backends inference --runs 9
+    python benchmarks/bench_inference.py --markdown /tmp/table.md
 
 For every (model, size) the timm model and each of our backends are built, warmed up, and then timed in rounds
 (a few consecutive calls of timm, then of each backend, repeated) so that slow phases of a shared machine hit
@@ -10,6 +10,8 @@ all of them alike; the table reports the median images/s and ours/timm. Backends
 
   inference  our model exported to a static graph and run by Paddle Inference with oneDNN
              (`paddlemix_eva.inference_backend.compile_for_cpu`)
+  inference-bf16  the same with oneDNN's bfloat16 kernels (AVX512-BF16 / AMX CPUs; `--dtype bf16` exports);
+             its logits are compared with the float32 eager forward (relative max gap, top-1 agreement)
   dygraph    our model's eager forward under `paddle.no_grad()`
 
 Random weights (speed does not depend on them); eval mode, float32, no grad / `torch.inference_mode()`.
@@ -35,9 +37,11 @@ from timing import time_in_rounds
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO = {"Ti": "eva02_Ti_pt_in21k_ft_in1k_p14", "S": "eva02_S_pt_in21k_ft_in1k_p14"}
 TIMM = {"Ti": "eva02_tiny_patch14_{}", "S": "eva02_small_patch14_{}"}
-BACKENDS = ("inference", "dygraph")
+BACKENDS = ("inference", "inference-bf16", "dygraph")
 
-logger = logging.getLogger("bench_backbone")
+logger = logging.getLogger("bench_inference")
+#: (model, size, batch, backend) -> (relative max logit gap to the eager float32 forward, top-1 agreement)
+GAPS: Dict[tuple, tuple] = {}
 
 
 def import_timm():
@@ -75,6 +79,8 @@ def build_runners(args, tag: str, size: int, images: np.ndarray, timm) -> Dict[s
         runners["timm"] = run_timm
 
     model = paddlemix_eva.get_model(ZOO[tag], image_size=size).eval()
+    with paddle.no_grad():  # logits of order 1, as a trained head gives, so bf16 top-1 agreement means something
+        model.head.weight.set_value(model.head.weight * 30.0)
     x_paddle = paddle.to_tensor(images)
 
     def run_dygraph():
@@ -85,14 +91,19 @@ def build_runners(args, tag: str, size: int, images: np.ndarray, timm) -> Dict[s
     for backend in args.backends:
         if backend == "dygraph":
             runners["ours-dygraph"] = run_dygraph
-        elif backend == "inference":
+        else:
             from paddlemix_eva.inference_backend import compile_for_cpu
 
-            predictor = compile_for_cpu(model, num_threads=args.threads, onednn=not args.no_onednn)
+            bf16 = backend == "inference-bf16"
+            predictor = compile_for_cpu(model, num_threads=args.threads, onednn=not args.no_onednn, bf16=bf16)
             reference = run_dygraph() if reference is None else reference
-            diff = float(np.abs(predictor(images) - reference).max())
-            logger.info("%s@%d: inference backend vs eager forward, max |logit diff| = %.2e", tag, size, diff)
-            name = "ours-inference" if not args.no_onednn else "ours-inference-no-onednn"
+            logits = predictor(images)
+            gap = float(np.abs(logits - reference).max() / np.abs(reference).max())
+            agree = float((logits.argmax(1) == reference.argmax(1)).mean())
+            logger.info("%s@%d b%d: %s vs eager float32: relative max |logit gap| %.2e, top-1 agreement %.0f%%",
+                        tag, size, len(images), backend, gap, 100 * agree)
+            GAPS[(tag, size, len(images), backend)] = (gap, agree)
+            name = f"ours-{backend}" if not args.no_onednn else f"ours-{backend}-no-onednn"
             runners[name] = lambda predictor=predictor: predictor(images)
     return runners
 
@@ -101,13 +112,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="Ti,S", help="comma-separated, from: " + ",".join(ZOO))
     parser.add_argument("--sizes", default="224,336", help="comma-separated input sizes (multiples of 14)")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--threads", type=int, default=2, help="compute threads for torch and paddle")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per model before timing")
     parser.add_argument("--runs", type=int, default=9, help="timed runs per model (the median is reported)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds the timed runs are spread over")
     parser.add_argument(
-        "--backends", default="inference", help="our backends, comma-separated, from: " + ",".join(BACKENDS)
+        "--backends", default="dygraph,inference,inference-bf16",
+        help="our backends, comma-separated, from: " + ",".join(BACKENDS)
     )
     parser.add_argument("--no-onednn", action="store_true", help="inference backend without oneDNN kernels")
     parser.add_argument(
@@ -130,6 +142,7 @@ def main(argv=None) -> int:
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
     for model in args.models:
         if model not in ZOO:
             parser.error(f"unknown model {model!r}; choose from {', '.join(ZOO)}")
@@ -141,8 +154,15 @@ def main(argv=None) -> int:
             parser.error(f"size {size} is not a multiple of the patch size 14")
     if not args.backends:
         parser.error("--backends is empty")
-    if args.batch < 1 or args.threads < 1 or args.runs < 1 or args.warmup < 0 or not 1 <= args.rounds <= args.runs:
-        parser.error("--batch, --threads and --runs must be >= 1, --warmup >= 0, 1 <= --rounds <= --runs")
+    if not args.batches or min(args.batches) < 1 or args.threads < 1 or args.runs < 1 or args.warmup < 0 \
+            or not 1 <= args.rounds <= args.runs:
+        parser.error("--batches, --threads and --runs must be >= 1, --warmup >= 0, 1 <= --rounds <= --runs")
+    if "inference-bf16" in args.backends:
+        from paddlemix_eva.inference_backend import cpu_has_bf16
+
+        if not cpu_has_bf16():
+            logger.warning("this CPU has no native bfloat16 (AVX512-BF16 / AMX): skipping the inference-bf16 backend")
+            args.backends.remove("inference-bf16")
 
     if args.matmul_attention:
         os.environ[layers.DISABLE_CPU_FUSED_ATTENTION_ENV] = "1"
@@ -161,37 +181,40 @@ def main(argv=None) -> int:
         import torch
 
         versions += f", torch {torch.__version__}, timm {timm.__version__}"
-    logger.info("%s, %d threads, batch %d, %s, MKL_DEBUG_CPU_TYPE=%s, CPU fused attention %s, malloc tuning %s",
-                cpu_name(), args.threads, args.batch, versions, os.environ.get("MKL_DEBUG_CPU_TYPE", "unset"),
+    logger.info("%s, %d threads, batches %s, %s, MKL_DEBUG_CPU_TYPE=%s, CPU fused attention %s, malloc tuning %s",
+                cpu_name(), args.threads, args.batches, versions, os.environ.get("MKL_DEBUG_CPU_TYPE", "unset"),
                 "on" if layers.cpu_fused_attention_available() else "off", "on" if args.tune_malloc else "off")
 
     rows = []
     for tag in args.models:
         for size in args.sizes:
-            images = np.random.default_rng(0).standard_normal((args.batch, 3, size, size)).astype(np.float32)
-            runners = build_runners(args, tag, size, images, timm)
-            times = time_in_rounds(runners, args.warmup, args.runs, args.rounds)
-            medians = {name: statistics.median(t) for name, t in times.items()}
-            for name, median in medians.items():
-                if name == "timm":
-                    continue
-                row = {"model": tag, "size": size, "backend": name, "ours_s": median,
-                       "ours_ips": args.batch / median, "timm_s": medians.get("timm"),
-                       "timm_ips": args.batch / medians["timm"] if "timm" in medians else None}
-                row["ratio"] = row["ours_ips"] / row["timm_ips"] if row["timm_ips"] else None
-                rows.append(row)
-                logger.info("%s@%d %-26s %6.3f s/batch %7.1f img/s   timm %s", tag, size, name, median,
-                            row["ours_ips"], "-" if row["timm_s"] is None else
-                            f"{row['timm_s']:.3f} s/batch {row['timm_ips']:.1f} img/s  ours/timm {row['ratio']:.2f}")
+            for batch in args.batches:
+                images = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+                runners = build_runners(args, tag, size, images, timm)
+                times = time_in_rounds(runners, args.warmup, args.runs, args.rounds)
+                medians = {name: statistics.median(t) for name, t in times.items()}
+                for name, median in medians.items():
+                    if name == "timm":
+                        continue
+                    row = {"model": tag, "size": size, "batch": batch, "backend": name, "ours_s": median,
+                           "ours_ips": batch / median, "timm_s": medians.get("timm"),
+                           "timm_ips": batch / medians["timm"] if "timm" in medians else None,
+                           "gap": GAPS.get((tag, size, batch, name.replace("ours-", "")))}
+                    row["ratio"] = row["ours_ips"] / row["timm_ips"] if row["timm_ips"] else None
+                    rows.append(row)
+                    logger.info("%s@%d b%d %-26s %6.3f s/batch %7.1f img/s   timm %s", tag, size, batch, name,
+                                median, row["ours_ips"], "-" if row["timm_s"] is None else
+                                f"{row['timm_s']:.3f} s/batch {row['timm_ips']:.1f} img/s  "
+                                f"ours/timm {row['ratio']:.2f}")
 
-    header = "| model | input | ours (backend) | ours img/s | timm img/s | ours/timm |"
-    lines = [header, "|---|---|---|---:|---:|---:|"]
+    header = "| model | input | batch | ours (backend) | ours img/s | timm img/s | ours/timm | logit gap / top-1 agree |"
+    lines = [header, "|---|---|---:|---|---:|---:|---:|---|"]
     for r in rows:
         timm_ips = "-" if r["timm_ips"] is None else f"{r['timm_ips']:.1f}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        lines.append(
-            f"| EVA-02 {r['model']} | {r['size']} | {r['backend']} | {r['ours_ips']:.1f} | {timm_ips} | {ratio} |"
-        )
+        gap = "-" if r["gap"] is None else f"{r['gap'][0]:.1e} / {100 * r['gap'][1]:.0f}%"
+        lines.append(f"| EVA-02 {r['model']} | {r['size']} | {r['batch']} | {r['backend']} | {r['ours_ips']:.1f} | "
+                     f"{timm_ips} | {ratio} | {gap} |")
     table = "\n".join(lines)
     logger.info("\n%s", table)
     if args.markdown:
