@@ -6,9 +6,17 @@ that Paddle is compiled with CUDA. Installs the Python package `paddlemix_eva_op
 and the compiled module `paddlemix_eva_ops_lib` it loads.
 """
 import os
+import sys
 
-import paddle
-from paddle.utils.cpp_extension import CppExtension, CUDAExtension, setup
+try:
+    import paddle
+    from paddle.utils.cpp_extension import CppExtension, CUDAExtension, setup
+except ImportError:
+    sys.exit(
+        "external_ops: Paddle is not importable in this build environment. The op is compiled against the Paddle "
+        "you run, which pip's build isolation hides: install with `pip install --no-build-isolation ./external_ops` "
+        "(or `make ops`) in the environment that has paddlepaddle installed."
+    )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = [os.path.join("csrc", name) for name in ("layer_norm_op.cc", "layer_norm_cpu.cc")]
