@@ -19,7 +19,17 @@ from .layers import Attention
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MACCounter", "count_macs"]
+__all__ = ["MACCounter", "count_macs", "register_attention_products"]
+
+#: attention layers other than `layers.Attention`, mapped to fn(layer, inputs, output) -> MACs of their two
+#: attention products (their projections are `nn.Linear`s, which the Linear hooks count)
+_ATTENTION_PRODUCTS: Dict[type, Callable] = {}
+
+
+def register_attention_products(layer_class: type, macs: Callable) -> None:
+    """Count the q k^T and attention x v products of `layer_class` (e.g. LeViT's attention) as
+    `attention_core`: `macs(layer, inputs, output)` returns them for one call."""
+    _ATTENTION_PRODUCTS[layer_class] = macs
 
 
 class MACCounter:
@@ -47,6 +57,8 @@ class MACCounter:
                 self._handles.append(layer.register_forward_post_hook(self._linear_hook))
             elif isinstance(layer, nn.Conv2D):
                 self._handles.append(layer.register_forward_post_hook(self._conv_hook))
+            elif type(layer) in _ATTENTION_PRODUCTS:
+                self._handles.append(layer.register_forward_post_hook(self._attention_products_hook))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -63,6 +75,9 @@ class MACCounter:
         out_channels, in_per_group, kh, kw = layer.weight.shape
         per_output = int(in_per_group) * int(kh) * int(kw)
         self.by_kind["conv"] += int(np.prod(output.shape)) * per_output
+
+    def _attention_products_hook(self, layer: nn.Layer, inputs, output) -> None:
+        self.by_kind["attention_core"] += int(_ATTENTION_PRODUCTS[type(layer)](layer, inputs, output))
 
     def _attention_hook(self, layer: Attention, inputs, output) -> None:
         batch, tokens, dim = (int(s) for s in inputs[0].shape)

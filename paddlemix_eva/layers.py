@@ -464,7 +464,14 @@ class Attention(nn.Layer):
         x: paddle.Tensor,
         rope: Optional[Tuple[paddle.Tensor, paddle.Tensor]] = None,
         attn_mask: Optional[paddle.Tensor] = None,
+        return_cls_attention: bool = False,
     ) -> paddle.Tensor:
+        """Attention output [B, N, dim]; with `return_cls_attention`, (output, cls_attention [B, H, N]): see
+        `forward_with_cls_attention` (no RoPE or mask then)."""
+        if return_cls_attention:
+            if rope is not None or attn_mask is not None:
+                raise NotImplementedError("return_cls_attention supports attention without RoPE or masks")
+            return self.forward_with_cls_attention(x)
         b, n, _ = x.shape
         if _use_fused_attention(x) and attn_mask is None:
             q = self.q_proj(x).reshape([b, n, self.num_heads, self.head_dim])
@@ -491,6 +498,27 @@ class Attention(nn.Layer):
             else:
                 out = self._matmul_attention(qkv, rope, attn_mask)
         return self._project(out)
+
+    def forward_with_cls_attention(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """(output [B, N, dim], cls_attention [B, H, N]): also the softmax row of the cls query (token 0) over all
+        keys, per head, which token-pruning models (Evo-ViT) rank tokens by.
+
+        The row is computed from q_0 and k alone (O(N) per head), never by materialising the [B, H, N, N] map, so
+        the fused CPU kernel still serves the output at inference. It is the map before attention dropout.
+        """
+        qkv = F.linear(x, self._qkv_weight(), self._qkv_bias()).reshape([0, 0, 3, self.num_heads, self.head_dim])
+        if self._use_cpu_fused_attention(qkv, None):
+            out = cpu_fused_attention(qkv, self.scale, self.num_heads)
+        else:
+            out = self._matmul_attention(qkv, None, None)
+        return self._project(out), self._cls_attention_row(qkv)
+
+    def _cls_attention_row(self, qkv: paddle.Tensor) -> paddle.Tensor:
+        """softmax(q_0 k^T * scale) per head, [B, H, N], from packed qkv [B, N, 3, H, d]."""
+        q_cls = qkv[:, 0, 0] * self.scale  # [B, H, d]
+        keys = qkv[:, :, 1]  # [B, N, H, d]
+        scores = (keys * q_cls.unsqueeze(1)).sum(axis=-1)  # [B, N, H]
+        return F.softmax(scores.transpose([0, 2, 1]), axis=-1)
 
     def _matmul_attention(
         self,
@@ -606,6 +634,16 @@ class Block(nn.Layer):
             return self._residual(x, norm2(self.mlp(x)))
         x = self._residual(x, self.attn(norm1(x), rope, attn_mask))
         return self._residual(x, self.mlp(norm2(x)))
+
+    def forward_with_cls_attention(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """(block output, cls_attention [B, H, N] of its attention): see `Attention.forward_with_cls_attention`.
+        Pre-norm blocks without RoPE or masks (what token-pruning models use)."""
+        if self.postnorm:
+            raise NotImplementedError("forward_with_cls_attention supports pre-norm blocks only")
+        norm1, norm2 = (getattr(self, name) for name in self._norm_names)
+        branch, cls_attention = self.attn(norm1(x), return_cls_attention=True)  # through __call__: hooks see it
+        x = self._residual(x, branch)
+        return self._residual(x, self.mlp(norm2(x))), cls_attention
 
 
 # ---------------------------------------------------------------------------------------- utilities

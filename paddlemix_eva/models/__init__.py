@@ -6,6 +6,7 @@ from .eva02 import (
     EVA02VisionTransformerForMIMConfig,
 )
 from .evaclip import EVACLIP, EVACLIPConfig
+from .evovit import EvoDeiT, EvoDeiTConfig, EvoLeViT, EvoLeViTConfig, RegNet, RegNetConfig  # noqa: F401
 from .modeling_utils import EVAPretrainedModel
 
 __all__ = [
