@@ -37,9 +37,10 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 ops: $(VENV)/.installed-ops
 
-# Compile-checks the CUDA kernels with nvcc where it is installed (no GPU needed)
-ops-cuda-check:
-	bash external_ops/check_cuda_compile.sh
+# Compile-checks the CUDA build of the op with nvcc where it is installed (no GPU needed); the Paddle-side
+# sources compile against the venv's Paddle headers
+ops-cuda-check: $(VENV)/.installed
+	PYTHON=$(PY) bash external_ops/check_cuda_compile.sh
 
 demo: $(VENV)/.installed
 	$(PY) examples/eva02/run_demo.py

@@ -106,6 +106,20 @@ def test_bfloat16_input_with_float32_parameters():
     assert_close(y.astype("float32").numpy(), exact, 1e-2, "y")
 
 
+def test_float16_on_cpu_runs_in_float32():
+    """Neither the op nor Paddle's CPU layer_norm has a float16 kernel: the layer computes in float32, casts back."""
+    x, w, b, dy = inputs([3, 5, 96], seed=7)
+    f16 = lambda a: paddle.to_tensor(a).astype("float16").astype("float32").numpy()  # noqa: E731
+    xq, wq, bq, dyq = f16(x), f16(w), f16(b), f16(dy)
+    got = run(FusedLayerNorm, xq, wq, bq, dyq, 1e-6, dtype="float16")
+    exact = reference(xq, wq, bq, dyq, 1e-6)
+    for name, g, e in zip(("y", "dx", "dweight", "dbias"), got, exact):
+        assert_close(g, e, 2e-3, name)  # float16 keeps 11 bits: ~5e-4 relative per rounding
+    norm = FusedLayerNorm(96)
+    norm.to(dtype="float16")
+    assert norm(paddle.to_tensor(xq).astype("float16")).dtype == paddle.float16
+
+
 def test_numerical_gradient_check_in_float64():
     rng = np.random.default_rng(3)
     x = rng.standard_normal([3, 7])

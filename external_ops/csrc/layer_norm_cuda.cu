@@ -21,7 +21,9 @@ constexpr int kWarp = 32;
 constexpr int kMaxThreads = 256;
 constexpr int kColsPerBlock = 32;
 constexpr int kRowsPerThreadY = 8;
-constexpr int kRowChunk = 256;
+constexpr int64_t kRowChunk = 256;
+constexpr int64_t kMaxGridY = 65535;
+constexpr int64_t kMaxGridX = 2147483647;
 
 template <typename T>
 using acc_t = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
@@ -203,18 +205,19 @@ __global__ void backward_input_kernel(const T* __restrict__ x, const W* __restri
   }
 }
 
-// Stage 1: block (c, k) sums dy * xhat and dy over rows [k * kRowChunk, (k + 1) * kRowChunk) for 32 columns;
+// Stage 1: block (c, k) sums dy * xhat and dy over rows [k * row_chunk, (k + 1) * row_chunk) for 32 columns;
 // threads (tx, ty) stride the rows by blockDim.y and are merged through shared memory.
 template <typename T>
 __global__ void backward_params_partial_kernel(const T* __restrict__ x, const float* __restrict__ mean,
                                                const float* __restrict__ inv_std, const T* __restrict__ dy,
-                                               float* __restrict__ partial, int64_t rows, int64_t hidden) {
+                                               float* __restrict__ partial, int64_t rows, int64_t hidden,
+                                               int64_t row_chunk) {
   using A = acc_t<T>;
   __shared__ A shared_w[kRowsPerThreadY][kColsPerBlock + 1];
   __shared__ A shared_b[kRowsPerThreadY][kColsPerBlock + 1];
   const int64_t col = static_cast<int64_t>(blockIdx.x) * kColsPerBlock + threadIdx.x;
-  const int64_t row_begin = static_cast<int64_t>(blockIdx.y) * kRowChunk;
-  const int64_t row_end = row_begin + kRowChunk < rows ? row_begin + kRowChunk : rows;
+  const int64_t row_begin = static_cast<int64_t>(blockIdx.y) * row_chunk;
+  const int64_t row_end = row_begin + row_chunk < rows ? row_begin + row_chunk : rows;
   A sw = 0, sb = 0;
   if (col < hidden) {
     for (int64_t r = row_begin + threadIdx.y; r < row_end; r += blockDim.y) {
@@ -227,7 +230,7 @@ __global__ void backward_params_partial_kernel(const T* __restrict__ x, const fl
   shared_b[threadIdx.y][threadIdx.x] = sb;
   __syncthreads();
   if (threadIdx.y == 0 && col < hidden) {
-    for (int k = 1; k < blockDim.y; ++k) {
+    for (unsigned int k = 1; k < blockDim.y; ++k) {
       sw += shared_w[k][threadIdx.x];
       sb += shared_b[k][threadIdx.x];
     }
@@ -281,17 +284,26 @@ void dispatch(LnDtype x_dtype, LnDtype w_dtype, Fn&& fn) {
   }
 }
 
+// Rows per stage-1 block: kRowChunk, or more when the chunks would exceed the grid's y limit.
+int64_t row_chunk_for(int64_t rows) {
+  const int64_t min_chunk = (rows + kMaxGridY - 1) / kMaxGridY;
+  return min_chunk > kRowChunk ? min_chunk : kRowChunk;
+}
+
+int64_t chunks_for(int64_t rows) {
+  const int64_t chunk = row_chunk_for(rows);
+  return rows > 0 ? (rows + chunk - 1) / chunk : 1;
+}
+
 }  // namespace
 
-int64_t layer_norm_backward_workspace_floats(int64_t rows, int64_t hidden) {
-  const int64_t chunks = rows > 0 ? (rows + kRowChunk - 1) / kRowChunk : 1;
-  return chunks * 2 * hidden;
-}
+int64_t layer_norm_backward_workspace_floats(int64_t rows, int64_t hidden) { return chunks_for(rows) * 2 * hidden; }
 
 cudaError_t launch_layer_norm_forward(LnDtype x_dtype, LnDtype w_dtype, const void* x, const void* scale,
                                       const void* bias, void* y, float* mean, float* inv_std, int64_t rows,
                                       int64_t hidden, float epsilon, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
+  if (rows > kMaxGridX) return cudaErrorInvalidConfiguration;  // one block per row
   dispatch(x_dtype, w_dtype, [&](auto* t_tag, auto* w_tag) {
     using T = std::remove_pointer_t<decltype(t_tag)>;
     using W = std::remove_pointer_t<decltype(w_tag)>;
@@ -306,7 +318,9 @@ cudaError_t launch_layer_norm_backward(LnDtype x_dtype, LnDtype w_dtype, const v
                                        const float* mean, const float* inv_std, const void* dy, void* dx,
                                        void* dscale, void* dbias, float* workspace, int64_t rows, int64_t hidden,
                                        cudaStream_t stream) {
-  const int64_t chunks = layer_norm_backward_workspace_floats(rows, hidden) / (2 * hidden);
+  if (rows > kMaxGridX) return cudaErrorInvalidConfiguration;  // one block per row
+  const int64_t chunks = chunks_for(rows);
+  const int64_t row_chunk = row_chunk_for(rows);
   if (rows == 0) {
     const cudaError_t err = cudaMemsetAsync(workspace, 0, sizeof(float) * 2 * hidden, stream);
     if (err != cudaSuccess) return err;
@@ -322,7 +336,8 @@ cudaError_t launch_layer_norm_backward(LnDtype x_dtype, LnDtype w_dtype, const v
                       static_cast<unsigned int>(chunks));
       const dim3 block(kColsPerBlock, kRowsPerThreadY);
       backward_params_partial_kernel<T><<<grid, block, 0, stream>>>(
-          static_cast<const T*>(x), mean, inv_std, static_cast<const T*>(dy), workspace, rows, hidden);
+          static_cast<const T*>(x), mean, inv_std, static_cast<const T*>(dy), workspace, rows, hidden,
+          row_chunk);
     }
     const int threads = kMaxThreads;
     backward_params_final_kernel<W><<<static_cast<unsigned int>((hidden + threads - 1) / threads), threads, 0,

@@ -21,6 +21,18 @@ LnDtype ln_dtype(paddle::DataType dtype) {
   }
 }
 
+// Paddle's stream of a GPU tensor. `Tensor::stream()` is declared only by the headers of a CUDA build of Paddle
+// (setup.py compiles this file with PADDLE_WITH_CUDA there); the other branch exists for check_cuda_compile.sh,
+// which compile-checks this file against a CPU Paddle's headers and never links or runs it.
+cudaStream_t stream_of(const paddle::Tensor& x) {
+#if defined(PADDLE_WITH_CUDA)
+  return x.stream();
+#else
+  PD_THROW("fused_layer_norm: this library was compiled without PADDLE_WITH_CUDA and has no CUDA stream for ",
+           x.place().DebugString());
+#endif
+}
+
 void check(cudaError_t err, const char* what) {
   PD_CHECK(err == cudaSuccess, "fused_layer_norm: ", what, " failed: ", cudaGetErrorString(err));
 }
@@ -35,7 +47,7 @@ std::vector<paddle::Tensor> layer_norm_forward_cuda(const paddle::Tensor& x, con
   auto inv_std = paddle::empty({rows}, paddle::DataType::FLOAT32, x.place());
   check(launch_layer_norm_forward(ln_dtype(x.dtype()), ln_dtype(scale.dtype()), x.data(), scale.data(), bias.data(),
                                   y.data(), mean.data<float>(), inv_std.data<float>(), rows, hidden, epsilon,
-                                  x.stream()),
+                                  stream_of(x)),
         "forward kernel launch");
   return {y, mean, inv_std};
 }
@@ -50,7 +62,7 @@ std::vector<paddle::Tensor> layer_norm_backward_cuda(const paddle::Tensor& x, co
                                  x.place());
   check(launch_layer_norm_backward(ln_dtype(x.dtype()), ln_dtype(scale.dtype()), x.data(), scale.data(),
                                    mean.data<float>(), inv_std.data<float>(), dy.data(), dx.data(), dscale.data(),
-                                   dbias.data(), workspace.data<float>(), rows, hidden, x.stream()),
+                                   dbias.data(), workspace.data<float>(), rows, hidden, stream_of(x)),
         "backward kernel launch");
   return {dx, dscale, dbias};
 }

@@ -79,8 +79,8 @@ std::vector<paddle::Tensor> FusedLayerNormBackward(const paddle::Tensor& x, cons
 }
 
 std::vector<std::vector<int64_t>> FusedLayerNormInferShape(const std::vector<int64_t>& x_shape,
-                                                           const std::vector<int64_t>& scale_shape,
-                                                           const std::vector<int64_t>& bias_shape) {
+                                                           const std::vector<int64_t>& /*scale_shape*/,
+                                                           const std::vector<int64_t>& /*bias_shape*/) {
   int64_t rows = 1;
   for (size_t i = 0; i + 1 < x_shape.size(); ++i) {
     if (x_shape[i] < 0) {  // a dynamic dimension (static graphs): the row count is dynamic too
@@ -93,8 +93,8 @@ std::vector<std::vector<int64_t>> FusedLayerNormInferShape(const std::vector<int
 }
 
 std::vector<paddle::DataType> FusedLayerNormInferDtype(const paddle::DataType& x_dtype,
-                                                       const paddle::DataType& scale_dtype,
-                                                       const paddle::DataType& bias_dtype) {
+                                                       const paddle::DataType& /*scale_dtype*/,
+                                                       const paddle::DataType& /*bias_dtype*/) {
   return {x_dtype, paddle::DataType::FLOAT32, paddle::DataType::FLOAT32};
 }
 

@@ -4,9 +4,11 @@
     norm = FusedLayerNorm(768, epsilon=1e-6)      # same parameters and state-dict keys as paddle.nn.LayerNorm
 
 The op runs eager float32 / bfloat16 / float64 inputs on CPU (and float16 / bfloat16 / float32 on GPU when
-built with CUDA). Anything else (float16 on CPU, a device the op was not built for, static graphs such as
-`paddle.jit.save` exports, which must stay loadable without this library) takes Paddle's own layer_norm, so a
-FusedLayerNorm is never less general than the layer it replaces. Strided (non-contiguous) inputs are made
+built with CUDA). Anything else (a device the op was not built for, static graphs such as `paddle.jit.save`
+exports, which must stay loadable without this library) takes Paddle's own layer_norm, so a FusedLayerNorm is
+never less general than the layer it replaces. float16 on CPU, which neither the op nor Paddle 3.3's CPU
+layer_norm has a kernel for, is normalised in float32 and cast back (bfloat16 on CPU, also missing from Paddle's
+CPU kernels, runs in the op). Strided (non-contiguous) inputs are made
 contiguous first; the raw op `fused_layer_norm_op` refuses them.
 """
 from __future__ import annotations
@@ -45,12 +47,16 @@ def supports(x: paddle.Tensor) -> bool:
     return False
 
 
-def _report_fallback(x: paddle.Tensor) -> None:
+def _cpu_float16(x: paddle.Tensor) -> bool:
+    return paddle.in_dynamic_mode() and x.place.is_cpu_place() and x.dtype == paddle.float16
+
+
+def _report_fallback(x: paddle.Tensor, how: str) -> None:
     key = (str(x.place), str(x.dtype), paddle.in_dynamic_mode())
     if key not in _reported:
         _reported.add(key)
         where = "static graph" if not paddle.in_dynamic_mode() else f"{x.dtype} on {x.place}"
-        logger.info("FusedLayerNorm: no fused kernel for %s; using paddle's layer_norm there", where)
+        logger.info("FusedLayerNorm: no fused kernel for %s; %s there", where, how)
 
 
 def fused_layer_norm(
@@ -65,8 +71,12 @@ def fused_layer_norm(
         )
     if not paddle.is_floating_point(x):
         raise TypeError(f"FusedLayerNorm needs a floating-point input, got {x.dtype}")
+    if _cpu_float16(x):
+        _report_fallback(x, "normalising in float32 and casting back")
+        as32 = lambda t: t.astype(paddle.float32)  # noqa: E731
+        return fused_layer_norm(as32(x), as32(weight), as32(bias), epsilon).astype(x.dtype)
     if not supports(x):
-        _report_fallback(x)
+        _report_fallback(x, "using paddle's layer_norm")
         return F.layer_norm(x, [hidden], weight=weight, bias=bias, epsilon=epsilon)
     if not x.is_contiguous():
         x = x.contiguous()
