@@ -174,6 +174,25 @@ def test_layer_wise_mode_reselects_at_every_pruned_layer(converted_deit):
     assert model.stage_wise is True
 
 
+@pytest.mark.parametrize("k_bias", [True, False])
+def test_attention_cls_row_and_unchanged_output(k_bias):
+    from paddlemix_eva.layers import Attention
+
+    attn = Attention(32, 4, qkv_bias=True, k_bias=k_bias)
+    _randomize(attn)
+    x = _tensor(np.random.default_rng(3).standard_normal((2, 7, 32)))
+    for grad in (False, True):  # the fused CPU kernel (no grad) and the differentiable matmul path
+        with paddle.set_grad_enabled(grad):
+            out, row = attn(x, return_cls_attention=True)
+            plain = attn(x)
+        np.testing.assert_allclose(out.numpy(), plain.numpy(), rtol=1e-5, atol=1e-6)
+        q = (x.numpy() @ attn.q_proj.weight.numpy() + attn.q_proj.bias.numpy()).reshape(2, 7, 4, 8)
+        k = x.numpy() @ attn.k_proj.weight.numpy() + (attn.k_proj.bias.numpy() if k_bias else 0)
+        logits = np.einsum("bhd,bnhd->bhn", q[:, 0], k.reshape(2, 7, 4, 8)) * attn.scale
+        expected = np.exp(logits - logits.max(-1, keepdims=True))
+        np.testing.assert_allclose(row.numpy(), expected / expected.sum(-1, keepdims=True), rtol=1e-4, atol=1e-6)
+
+
 def test_small_inference_parameters_equal_deit_small():
     model = EvoDeiT.build_lazily(EvoDeiTConfig(embed_dim=384, num_heads=6))
     model.remove_cls_head()

@@ -182,6 +182,16 @@ class EvoTrainer(FinetuneTrainer):
         logger.info("Evo training: %s", f"hard distillation from {type(teacher).__name__}" if teacher is not None
                     else "no distillation")
 
+    def _wrap_model(self, model, training=True):
+        """Plain data parallel with `find_unused_parameters` for models whose set of parameters reaching the loss
+        varies (`varying_parameter_use`: Evo-LeViT's tradeoffs theta are unused before the switch, and those whose
+        blended scores are never read again get no gradient after it), which the default reducer refuses."""
+        plain_data_parallel = (training and self.args.world_size > 1 and not self.args.use_hybrid_parallel
+                               and not self.do_grad_scaling and not isinstance(model, paddle.DataParallel))
+        if plain_data_parallel and getattr(model, "varying_parameter_use", False):
+            return paddle.DataParallel(model, find_unused_parameters=True)
+        return super()._wrap_model(model, training)
+
     def compute_loss(self, model, inputs, return_outputs=False):
         image = inputs["image"]
         outputs = model(image=image)

@@ -24,7 +24,7 @@ from ...layers import init_trunc_normal, init_zeros, resample_abs_pos_embed
 from ..modeling_utils import EVAPretrainedModel
 from ..trunk import ViTTrunkMixin
 from .configuration import EvoDeiTConfig
-from .selection import blend, gather_tokens, scatter_tokens, top_indices
+from .selection import blend, gather_tokens, scatter_tokens, top_indices, with_cls_row
 from .weights import ConvertedWeightsMixin
 
 Logits = Union[paddle.Tensor, Tuple[paddle.Tensor, paddle.Tensor]]
@@ -128,13 +128,14 @@ class EvoDeiT(ConvertedWeightsMixin, ViTTrunkMixin, EVAPretrainedModel):
         if plans[start].pruned and not plans[start].selects or plans[stop - 1].pruned and not plans[stop - 1].restores:
             raise ValueError(f"layers [{start}, {stop}) split a pruned unit of the current mode")
         keep = self.config.num_kept
-        kept_index = kept_scores = work = None
+        kept_index = kept_scores = rows = work = None
         for i in range(start, stop):
             plan, block, tradeoff = plans[i], self.blocks[i], self.config.tradeoffs[i]
             if plan.selects:
                 kept_index = top_indices(scores, keep)
                 kept_scores = paddle.take_along_axis(scores, kept_index, axis=1)
-                work = paddle.concat([x[:, :1], gather_tokens(x[:, 1:], kept_index)], axis=1)
+                rows = with_cls_row(kept_index)  # token rows of [cls, kept]: one gather, one scatter back
+                work = gather_tokens(x, rows)
             current = work if plan.pruned else x
             if plan.scores:
                 current, row = block.forward_with_cls_attention(current)
@@ -150,8 +151,7 @@ class EvoDeiT(ConvertedWeightsMixin, ViTTrunkMixin, EVAPretrainedModel):
                 continue
             work = current
             if plan.restores:
-                patches = scatter_tokens(x[:, 1:], kept_index, work[:, 1:])
-                x = paddle.concat([work[:, :1], patches], axis=1)
+                x = scatter_tokens(x, rows, work)
                 scores = paddle.put_along_axis(scores, kept_index, kept_scores, axis=1)
         return x, scores
 

@@ -63,6 +63,8 @@ class EvoLeViT(ConvertedWeightsMixin, EVAPretrainedModel):
     base_model_prefix = "evo_levit"
     macs_linear_in_depth = False
     _optional_checkpoint_keys = (r"^head", )
+    #: the tradeoffs theta reach the loss only from the switch on, and not all of them (data parallel needs to know)
+    varying_parameter_use = True
 
     def __init__(self, config: EvoLeViTConfig):
         super().__init__(config)

@@ -39,6 +39,11 @@ def top_indices(scores: paddle.Tensor, k: int) -> paddle.Tensor:
     return paddle.topk(scores, k, axis=1, largest=True, sorted=True)[1]
 
 
+def with_cls_row(index: paddle.Tensor) -> paddle.Tensor:
+    """Patch indices [B, K] -> token indices [B, 1 + K] of [cls, those patches] in a [cls, patches] sequence."""
+    return paddle.concat([paddle.zeros_like(index[:, :1]), index + 1], axis=1)
+
+
 def blend(old: paddle.Tensor, new: paddle.Tensor, tradeoff: Union[float, paddle.Tensor]) -> paddle.Tensor:
     """(1 - t) * old + t * new: the running global class attention."""
     if isinstance(tradeoff, float) and tradeoff == 1.0:

@@ -1,0 +1,122 @@
+"""CPU inference speed of Evo-DeiT against DeiT with the same weights, measured in one process.
+
+    python benchmarks/bench_evovit.py                          # Evo-DeiT-S vs DeiT-S, batch 8 and 32
+    python benchmarks/bench_evovit.py --batches 8 --backends dygraph --runs 15
+    python benchmarks/bench_evovit.py --markdown /tmp/evovit.md
+
+DeiT is the same Evo-DeiT model with selection disabled (`keep_ratio=1`) and the same weights, so the two differ
+only by the token selection. Both run in eval mode (stage-wise selection) under `paddle.no_grad()`, float32, 2
+threads, random weights and inputs, in blocks of consecutive calls spread over rounds (`timing.time_in_rounds`,
+the protocol of bench_inference.py). Backends:
+
+  dygraph    the eager forward (the fused CPU attention kernel serves both models)
+  inference  each model exported to a static graph and run by Paddle Inference with oneDNN
+             (`paddlemix_eva.inference_backend.compile_for_cpu`)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+from typing import Callable, Dict
+
+import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+import numpy as np
+import paddle
+
+from paddlemix_eva import zoo
+from paddlemix_eva.models.evovit import EvoDeiT
+from paddlemix_eva.runtime import cpuinfo_field, set_cpu_threads
+from timing import time_in_rounds
+
+SIZES = {"Ti": "evo_deit_tiny_patch16_224", "S": "evo_deit_small_patch16_224", "B": "evo_deit_base_patch16_224"}
+BACKENDS = ("dygraph", "inference")
+logger = logging.getLogger("bench_evovit")
+
+
+def build_pair(name: str):
+    """(Evo-DeiT, DeiT) in eval mode with identical weights; the training-only cls head removed from both."""
+    entry = zoo.get_entry(name)
+    evo = EvoDeiT(zoo.build_config(entry, EvoDeiT.config_class)).eval()
+    plain = EvoDeiT(zoo.build_config(entry, EvoDeiT.config_class, keep_ratio=1.0)).eval()
+    plain.set_state_dict(evo.state_dict())
+    for model in (evo, plain):
+        model.remove_cls_head()
+    return evo, plain
+
+
+def runners_for(args, evo, plain, images: np.ndarray) -> Dict[str, Callable[[], object]]:
+    runners: Dict[str, Callable[[], object]] = {}
+    x = paddle.to_tensor(images)
+    for backend in args.backends:
+        for tag, model in (("evo", evo), ("deit", plain)):
+            if backend == "dygraph":
+                def run(model=model):
+                    with paddle.no_grad():
+                        return model(x).numpy()
+            else:
+                from paddlemix_eva.inference_backend import compile_for_cpu
+
+                predictor = compile_for_cpu(model, num_threads=args.threads)
+                with paddle.no_grad():
+                    diff = float(np.abs(predictor(images) - model(x).numpy()).max())
+                logger.info("%s: Paddle Inference vs eager, max |logit diff| %.1e", tag, diff)
+
+                def run(predictor=predictor):
+                    return predictor(images)
+            runners[f"{backend}/{tag}"] = run
+    return runners
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="S", choices=sorted(SIZES), help="Evo-DeiT size")
+    parser.add_argument("--batches", default="8,32", help="comma-separated batch sizes")
+    parser.add_argument("--backends", default="dygraph,inference", help="comma-separated, from: " + ",".join(BACKENDS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per runner before timing")
+    parser.add_argument("--runs", type=int, default=9, help="timed calls per runner (the median is reported)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds the timed calls are spread over")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown to FILE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    for noisy in ("paddlemix_eva", "paddlenlp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not args.backends or any(b not in BACKENDS for b in args.backends):
+        parser.error(f"--backends must name some of {', '.join(BACKENDS)}")
+    if not args.batches or min(args.batches) < 1 or args.runs < 1 or not 1 <= args.rounds <= args.runs:
+        parser.error("--batches and --runs must be >= 1 and 1 <= --rounds <= --runs")
+
+    set_cpu_threads(args.threads)
+    paddle.seed(0)
+    evo, plain = build_pair(SIZES[args.model])
+    logger.info("%s, %d threads, paddle %s, load %s; Evo-DeiT-%s keeps %d of %d patch tokens from layer %d",
+                cpuinfo_field("model name") or "CPU", args.threads, paddle.__version__,
+                " ".join(f"{v:.2f}" for v in os.getloadavg()), args.model, evo.config.num_kept,
+                evo.config.num_patches, evo.config.stage_starts[0])
+    rows = []
+    for batch in args.batches:
+        images = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+        times = time_in_rounds(runners_for(args, evo, plain, images), args.warmup, args.runs, args.rounds)
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        for backend in args.backends:
+            evo_s, deit_s = medians[f"{backend}/evo"], medians[f"{backend}/deit"]
+            rows.append((batch, backend, batch / deit_s, batch / evo_s, deit_s / evo_s))
+            logger.info("batch %d %-9s DeiT %.1f img/s  Evo %.1f img/s  speed-up %.2fx", *rows[-1])
+    lines = [f"| batch | backend | DeiT-{args.model} img/s | Evo-DeiT-{args.model} img/s | Evo / DeiT |",
+             "|---:|---|---:|---:|---:|"]
+    lines += [f"| {b} | {backend} | {d:.1f} | {e:.1f} | {r:.2f}x |" for b, backend, d, e, r in rows]
+    table = "\n".join(lines)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
