@@ -1,7 +1,8 @@
-"""CPU inference speed of Evo-DeiT against DeiT with the same weights, measured in one process.
+"""CPU inference speed of Evo-DeiT against DeiT (and Evo-LeViT against LeViT) with the same weights, in one process.
 
     python benchmarks/bench_evovit.py                          # Evo-DeiT-S vs DeiT-S, batch 8 and 32
     python benchmarks/bench_evovit.py --batches 8 --backends dygraph --runs 15
+    python benchmarks/bench_evovit.py --model LeViT-256        # Evo-LeViT-256 vs LeViT-256, BatchNorms folded
     python benchmarks/bench_evovit.py --markdown /tmp/evovit.md
 
 DeiT is the same Evo-DeiT model with selection disabled (`keep_ratio=1`) and the same weights, so the two differ
@@ -31,19 +32,27 @@ from paddlemix_eva.models.evovit import EvoDeiT
 from paddlemix_eva.runtime import cpuinfo_field, set_cpu_threads
 from timing import time_in_rounds
 
-SIZES = {"Ti": "evo_deit_tiny_patch16_224", "S": "evo_deit_small_patch16_224", "B": "evo_deit_base_patch16_224"}
+SIZES = {"Ti": "evo_deit_tiny_patch16_224", "S": "evo_deit_small_patch16_224", "B": "evo_deit_base_patch16_224",
+         **{f"LeViT-{size}": f"evo_levit_{size}" for size in ("128S", "128", "192", "256", "384")}}
 BACKENDS = ("dygraph", "inference")
 logger = logging.getLogger("bench_evovit")
 
 
 def build_pair(name: str):
-    """(Evo-DeiT, DeiT) in eval mode with identical weights; the training-only cls head removed from both."""
+    """(Evo model, the same model without selection) in eval mode with identical weights: Evo-DeiT and DeiT with
+    the training-only cls head removed, or Evo-LeViT and LeViT (every prune ratio 1) with BatchNorms folded."""
     entry = zoo.get_entry(name)
-    evo = EvoDeiT(zoo.build_config(entry, EvoDeiT.config_class)).eval()
-    plain = EvoDeiT(zoo.build_config(entry, EvoDeiT.config_class, keep_ratio=1.0)).eval()
+    model_class = entry.load_class()
+    no_selection = {"keep_ratio": 1.0} if model_class is EvoDeiT else {
+        "prune_ratios": [1.0] * len(entry.config["prune_ratios"])}
+    evo = model_class(zoo.build_config(entry, model_class.config_class)).eval()
+    plain = model_class(zoo.build_config(entry, model_class.config_class, **no_selection)).eval()
     plain.set_state_dict(evo.state_dict())
     for model in (evo, plain):
-        model.remove_cls_head()
+        if model_class is EvoDeiT:
+            model.remove_cls_head()
+        else:
+            model.fuse_batch_norms()
     return evo, plain
 
 
@@ -72,7 +81,7 @@ def runners_for(args, evo, plain, images: np.ndarray) -> Dict[str, Callable[[], 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="S", choices=sorted(SIZES), help="Evo-DeiT size")
+    parser.add_argument("--model", default="S", choices=list(SIZES), help="Evo-DeiT size or LeViT-<size>")
     parser.add_argument("--batches", default="8,32", help="comma-separated batch sizes")
     parser.add_argument("--backends", default="dygraph,inference", help="comma-separated, from: " + ",".join(BACKENDS))
     parser.add_argument("--threads", type=int, default=2)
@@ -94,10 +103,8 @@ def main(argv=None) -> int:
     set_cpu_threads(args.threads)
     paddle.seed(0)
     evo, plain = build_pair(SIZES[args.model])
-    logger.info("%s, %d threads, paddle %s, load %s; Evo-DeiT-%s keeps %d of %d patch tokens from layer %d",
-                cpuinfo_field("model name") or "CPU", args.threads, paddle.__version__,
-                " ".join(f"{v:.2f}" for v in os.getloadavg()), args.model, evo.config.num_kept,
-                evo.config.num_patches, evo.config.stage_starts[0])
+    logger.info("%s, %d threads, paddle %s, load %s; %s", cpuinfo_field("model name") or "CPU", args.threads,
+                paddle.__version__, " ".join(f"{v:.2f}" for v in os.getloadavg()), SIZES[args.model])
     rows = []
     for batch in args.batches:
         images = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
@@ -106,8 +113,9 @@ def main(argv=None) -> int:
         for backend in args.backends:
             evo_s, deit_s = medians[f"{backend}/evo"], medians[f"{backend}/deit"]
             rows.append((batch, backend, batch / deit_s, batch / evo_s, deit_s / evo_s))
-            logger.info("batch %d %-9s DeiT %.1f img/s  Evo %.1f img/s  speed-up %.2fx", *rows[-1])
-    lines = [f"| batch | backend | DeiT-{args.model} img/s | Evo-DeiT-{args.model} img/s | Evo / DeiT |",
+            logger.info("batch %d %-9s plain %.1f img/s  Evo %.1f img/s  speed-up %.2fx", *rows[-1])
+    plain_name = args.model if args.model.startswith("LeViT") else f"DeiT-{args.model}"
+    lines = [f"| batch | backend | {plain_name} img/s | Evo-{plain_name} img/s | Evo / plain |",
              "|---:|---|---:|---:|---:|"]
     lines += [f"| {b} | {backend} | {d:.1f} | {e:.1f} | {r:.2f}x |" for b, backend, d, e, r in rows]
     table = "\n".join(lines)

@@ -283,6 +283,19 @@ def test_levit_heads_and_modes(tiny_levit):
     assert not np.allclose(outputs[0].numpy(), layer_wise[0].numpy())
 
 
+def test_levit_batch_norm_fusion_keeps_the_logits(tiny_levit):
+    images = paddle.to_tensor(seeded_images(3, 64, seed=5))
+    with paddle.no_grad():
+        expected = tiny_levit(images).numpy()
+        tiny_levit.fuse_batch_norms()
+        got = tiny_levit(images).numpy()
+    norms = (paddle.nn.BatchNorm1D, paddle.nn.BatchNorm2D)
+    assert not any(isinstance(layer, norms) for layer in tiny_levit.sublayers())
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="cannot train"):
+        tiny_levit.train()
+
+
 def test_levit_official_layout_converts_back(tmp_path):
     from paddlemix_eva.models.evovit.zoo_table import levit_config
 
@@ -406,7 +419,8 @@ def _train(tmp_path, model_dir: str, extra_model_args: dict, extra_args: dict):
                                  cutmix=0.0, scale_min=1.0, hflip=0.0, color_jitter=None)
     args = EvoTrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=20,
                                 warmup_epochs=0, logging_steps=1, save_strategy="no",
-                                report_to=[], dataloader_drop_last=True, seed=0, **{"max_steps": 30, "learning_rate": 5e-3, **extra_args})
+                                report_to=[], dataloader_drop_last=True, seed=0,
+                                **{"max_steps": 30, "learning_rate": 5e-3, **extra_args})
     trainer, _ = run_evo_training(model_args, data_args, args)
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     return trainer, losses

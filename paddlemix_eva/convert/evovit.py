@@ -140,7 +140,8 @@ def _levit_size(state: StateDict, source: str):
 def _convert_levit(state: StateDict, source: str):
     from ..models.evovit import EvoLeViT, EvoLeViTConfig
 
-    state = {k: v for k, v in state.items() if not k.startswith("stage_blocks.") and not k.endswith("num_batches_tracked")}
+    state = {k: v for k, v in state.items()
+             if not k.startswith("stage_blocks.") and not k.endswith("num_batches_tracked")}
     size, levit_config = _levit_size(state, source)
     grid = int(round(np.sqrt(state["poss"].shape[1] - 1)))
     num_classes = int(state["head.l.weight"].shape[0])

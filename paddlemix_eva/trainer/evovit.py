@@ -34,7 +34,8 @@ class EvoModelArguments(FinetuneModelArguments):
     model_ema: bool = field(default=True, metadata={"help": "keep, evaluate and save an EMA of the weights"})
     model_ema_decay: float = field(default=0.99996, metadata={"help": "EMA decay per optimizer step"})
     teacher: Optional[str] = field(default=None, metadata={
-        "help": "distillation teacher: zoo name or directory of any Paddle classifier (e.g. paddlemix/EvoViT/regnety_160)"})
+        "help": "distillation teacher: zoo name or directory of any Paddle classifier "
+                "(e.g. paddlemix/EvoViT/regnety_160)"})
     distillation_type: str = field(default="none", metadata={"help": "none | hard (the LeViT recipe)"})
     distillation_alpha: float = field(default=0.5, metadata={"help": "loss = (1 - alpha) base + alpha distillation"})
     switch_epoch: Optional[float] = field(default=None, metadata={
@@ -217,7 +218,8 @@ def classifier_class_for(name_or_dir: str):
     with open(config_path) as f:
         model_type = json.load(f).get("model_type")
     classes = [c for c in vars(models).values()
-               if isinstance(c, type) and issubclass(c, models.EVAPretrainedModel) and c is not models.EVAPretrainedModel]
+               if isinstance(c, type) and issubclass(c, models.EVAPretrainedModel)
+               and c is not models.EVAPretrainedModel]
     for cls in classes:
         if getattr(cls.config_class, "model_type", None) == model_type:
             return cls
@@ -259,11 +261,13 @@ def load_evo_model(name_or_dir: str, num_classes: int, input_size: Optional[int]
 def run_evo_training(model_args: EvoModelArguments, data_args: EvoDataArguments, args: EvoTrainingArguments):
     """Train an Evo model with its recipe; returns (trainer, metrics)."""
     if model_args.distillation_type not in DISTILLATION_TYPES:
-        raise ValueError(f"--distillation_type must be one of {DISTILLATION_TYPES}, got {model_args.distillation_type!r}")
+        raise ValueError(f"--distillation_type must be one of {DISTILLATION_TYPES}, "
+                         f"got {model_args.distillation_type!r}")
     if (model_args.distillation_type == "hard") != (model_args.teacher is not None):
         raise ValueError("--distillation_type hard needs --teacher NAME_OR_DIR, and --teacher needs it")
     if args.blr is not None:
-        global_batch = args.per_device_train_batch_size * max(1, args.dataset_world_size) * args.gradient_accumulation_steps
+        global_batch = (args.per_device_train_batch_size * max(1, args.dataset_world_size)
+                        * args.gradient_accumulation_steps)
         args.learning_rate = args.blr * global_batch / 512
         logger.info("learning rate %g = blr %g x global batch %d / 512", args.learning_rate, args.blr, global_batch)
     teacher = load_teacher(model_args.teacher) if model_args.teacher else None

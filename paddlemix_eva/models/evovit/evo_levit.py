@@ -13,18 +13,20 @@ the even grid cells, blends in its own cls attention and rescales g to its previ
 """
 from __future__ import annotations
 
+import logging
 from typing import List, Optional, Tuple
 
-import numpy as np
 import paddle
 import paddle.nn as nn
 
 from ...layers import init_trunc_normal
 from ..modeling_utils import EVAPretrainedModel
 from .configuration import EvoLeViTConfig, kept_tokens
-from .levit_layers import LeViTBlock, LeViTDownsample, LeViTStem, NormLinear, subsample_grid
+from .levit_layers import LeViTBlock, LeViTDownsample, LeViTStem, NormLinear, fuse_batch_norms, subsample_grid
 from .selection import blend, gather_tokens, scatter_tokens, top_indices
 from .weights import ConvertedWeightsMixin
+
+logger = logging.getLogger(__name__)
 
 
 def representative_token(patches: paddle.Tensor, scores: paddle.Tensor, placeholder: paddle.Tensor) -> paddle.Tensor:
@@ -99,6 +101,20 @@ class EvoLeViT(ConvertedWeightsMixin, EVAPretrainedModel):
 
     def no_weight_decay(self) -> List[str]:
         return ["poss"]  # and every 1-D parameter (BN, theta), which never decays
+
+    def fuse_batch_norms(self) -> None:
+        """Fold every BatchNorm into its Conv / Linear for inference (upstream's `fuse`, used to evaluate and
+        benchmark): same eval-mode logits, fewer ops. Training after this is not supported."""
+        self.eval()
+        count = fuse_batch_norms(self)
+        self.batch_norms_fused = True
+        logger.info("EvoLeViT: %d BatchNorms folded into their Conv / Linear layers", count)
+
+    def train(self, mode: bool = True):
+        if mode and getattr(self, "batch_norms_fused", False):
+            raise RuntimeError("this EvoLeViT has its BatchNorms folded (fuse_batch_norms) and cannot train; "
+                               "load the unfused weights to train")
+        return super().train(mode)
 
     # ------------------------------------------------------------------------------------ modes
     def set_stage_wise(self, stage_wise: bool) -> None:

@@ -28,6 +28,12 @@ def _init_batch_norm(bn: nn.Layer, weight: float) -> None:
     init_zeros(bn.bias)
 
 
+def _batch_norm_scale_shift(bn: nn.Layer) -> Tuple[paddle.Tensor, paddle.Tensor]:
+    """(scale, shift) of an eval-mode BatchNorm as the affine map x * scale + shift."""
+    scale = bn.weight / paddle.sqrt(bn._variance + bn._epsilon)
+    return scale, bn.bias - bn._mean * scale
+
+
 class ConvNorm(nn.Layer):
     """Conv2D without bias, then BatchNorm2D (LeViT's `Conv2d_BN`; same sub-layer names `c`, `bn`)."""
 
@@ -40,6 +46,16 @@ class ConvNorm(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.bn(self.c(x))
+
+    @paddle.no_grad()
+    def fused(self) -> nn.Conv2D:
+        """One Conv2D with bias computing the eval-mode conv + BN."""
+        scale, shift = _batch_norm_scale_shift(self.bn)
+        conv = nn.Conv2D(self.c._in_channels, self.c._out_channels, self.c._kernel_size, stride=self.c._stride,
+                         padding=self.c._padding)
+        conv.weight.set_value(self.c.weight * scale.reshape([-1, 1, 1, 1]))
+        conv.bias.set_value(shift)
+        return conv
 
 
 class LinearNorm(nn.Layer):
@@ -57,6 +73,15 @@ class LinearNorm(nn.Layer):
         y = self.c(x)
         return self.bn(y.reshape([-1, y.shape[-1]])).reshape(y.shape)
 
+    @paddle.no_grad()
+    def fused(self) -> nn.Linear:
+        """One Linear with bias computing the eval-mode Linear + BN (weights [in, out])."""
+        scale, shift = _batch_norm_scale_shift(self.bn)
+        linear = nn.Linear(*self.c.weight.shape)
+        linear.weight.set_value(self.c.weight * scale.unsqueeze(0))
+        linear.bias.set_value(shift)
+        return linear
+
 
 class NormLinear(nn.Layer):
     """BatchNorm1D, then Linear (LeViT's `BN_Linear` classifier head: `bn`, `l`)."""
@@ -71,6 +96,31 @@ class NormLinear(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.l(self.bn(x))
+
+    @paddle.no_grad()
+    def fused(self) -> nn.Linear:
+        """One Linear computing the eval-mode BN + Linear."""
+        scale, shift = _batch_norm_scale_shift(self.bn)
+        linear = nn.Linear(*self.l.weight.shape)
+        linear.weight.set_value(self.l.weight * scale.unsqueeze(1))
+        linear.bias.set_value(self.l.bias + paddle.matmul(shift, self.l.weight))
+        return linear
+
+
+#: the BatchNorm pairs `fuse_batch_norms` folds
+FUSABLE = (ConvNorm, LinearNorm, NormLinear)
+
+
+def fuse_batch_norms(model: nn.Layer) -> int:
+    """Replace every Conv+BN, Linear+BN and BN+Linear pair of `model` by one layer computing its eval-mode
+    output (LeViT's inference fusion); returns how many were folded. The model must stay in eval mode after."""
+    count = 0
+    for parent in [model] + list(model.sublayers()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FUSABLE):
+                parent.add_sublayer(name, child.fused())
+                count += 1
+    return count
 
 
 class LeViTStem(nn.Layer):
@@ -160,7 +210,8 @@ class LeViTSubsampleAttention(TradeoffMixin, nn.Layer):
         self.num_heads, self.key_dim, self.side = num_heads, key_dim, side
         self.value_dim = int(attn_ratio * key_dim)
         self.scale = key_dim**-0.5
-        self.poss = self.create_parameter([1, side * side + 1, in_dim], default_initializer=nn.initializer.Constant(0.0))
+        zeros = nn.initializer.Constant(0.0)
+        self.poss = self.create_parameter([1, side * side + 1, in_dim], default_initializer=zeros)
         init_trunc_normal(self.poss, 0.02)
         self.kv = LinearNorm(in_dim, num_heads * (key_dim + self.value_dim))
         self.q = LinearNorm(in_dim, num_heads * key_dim)

@@ -56,7 +56,8 @@ class RegNetBottleneck(nn.Layer):
         self.se = SqueezeExcite(out_channels, int(round(in_channels * se_ratio)))
         self.conv3 = ConvNormAct(out_channels, out_channels, 1, act=False)
         needs_projection = in_channels != out_channels or stride != 1
-        self.downsample = ConvNormAct(in_channels, out_channels, 1, stride=stride, act=False) if needs_projection else None
+        self.downsample = (ConvNormAct(in_channels, out_channels, 1, stride=stride, act=False)
+                           if needs_projection else None)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         shortcut = self.downsample(x) if self.downsample is not None else x
