@@ -11,7 +11,7 @@ logger = logging.getLogger("paddlemix_eva")
 
 
 def format_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -125,6 +125,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mae_visualize(args: argparse.Namespace) -> int:
+    from .models.mae.visualize import save_reconstruction_figure
+
+    out = save_reconstruction_figure(args.model, args.image, args.out, mask_ratio=args.mask_ratio, seed=args.seed)
+    print(f"original | masked | reconstructed -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .convert import FORMATS
 
@@ -169,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (config.json + model_state.pdparams)")
     p.add_argument("--p14to16", action="store_true", help="also turn a patch-14 model into its patch-16 variant")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("mae-visualize", help="MAE reconstruction: original, masked and reconstructed side by side")
+    p.add_argument("image", help="image file")
+    p.add_argument("--model", required=True, help="MAE pre-training model with decoder (zoo name or directory)")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--mask-ratio", type=float, default=None, help="fraction of patches removed (default: the model's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random masking")
+    p.set_defaults(func=cmd_mae_visualize)
     return parser
 
 

@@ -161,7 +161,9 @@ def test_list_pattern_filters(cli_runs):
     result = cli_runs["runs"]["list_Ti"]
     assert result.returncode == 0, result.stderr
     names = [row[0] for row in _table_rows(result.stdout)]
-    assert names == [n for n in zoo.list_models() if "Ti" in n] and len(names) >= 2
+    # shell-style and case-insensitive, like the library's filter: `*Ti*` also finds `evo_deit_tiny_...`
+    assert names == [n for n in zoo.list_models() if "ti" in n.lower()] and len(names) >= 2
+    assert {"eva02_Ti_pt_in21k_p14", "evo_deit_tiny_patch16_224"} <= set(names)
     assert "5,756,584" in result.stdout and "22,129,000" not in result.stdout
 
 

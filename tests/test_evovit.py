@@ -244,10 +244,13 @@ def test_fast_update_adds_the_representative_increments_to_every_placeholder(tin
         rep = weights @ x[b, 1 + rest]
         work = _tensor(np.concatenate([x[b, :1], x[b, 1 + top], rep[None]])[None])
         with paddle.no_grad():
-            for block in blocks:
+            increment = 0.0
+            for block in blocks:  # the attention + MLP residuals the representative token receives
+                attn_out, _ = block.attn(work)
+                mlp_out = block.mlp(work + attn_out)
+                increment = increment + (attn_out + mlp_out).numpy()[0, -1]
                 work = block(work)[0]
         work = work.numpy()[0]
-        increment = work[-1] - rep  # the attention + MLP residuals the representative token received
         assert np.abs(increment).max() > 1e-2
         np.testing.assert_allclose(out[b, 1 + rest], x[b, 1 + rest] + increment, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(out[b, 1 + top], work[1:9], rtol=1e-4, atol=1e-5)

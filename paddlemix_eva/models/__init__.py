@@ -7,6 +7,7 @@ from .eva02 import (
 )
 from .evaclip import EVACLIP, EVACLIPConfig
 from .evovit import EvoDeiT, EvoDeiTConfig, EvoLeViT, EvoLeViTConfig, RegNet, RegNetConfig  # noqa: F401
+from .mae import MAEConfig, MAEForPretraining, MAEVisionTransformer, MAEVisionTransformerConfig  # noqa: F401
 from .modeling_utils import EVAPretrainedModel
 
 __all__ = [

@@ -3,9 +3,11 @@ run checks, atomic checkpoints and richer logs. Subclasses override `compute_los
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import shutil
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -102,6 +104,22 @@ def apply_save_epochs(args: EVATrainingArguments, num_samples: int) -> int:
         args.save_strategy = IntervalStrategy.STEPS
         args.save_steps = max(1, int(round(args.save_epochs * steps_per_epoch)))
     return steps_per_epoch
+
+
+def train_and_save(trainer: Trainer, title: str, num_samples: int) -> dict:
+    """Train (resuming from `--resume_from_checkpoint` if given), save the model and the train metrics, and log a
+    one-line summary (steps, epochs, throughput, first and last logged loss); returns the train metrics."""
+    args = trainer.args
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.save_metrics("train", result.metrics)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    logger.info("%s done: %d steps (%.2f epochs of %d samples) in %.0f s, %.1f samples/s; loss %s -> %s; saved in %s",
+                title, trainer.state.global_step, trainer.state.epoch or 0.0, num_samples, time.time() - start,
+                result.metrics.get("train_samples_per_second", math.nan), f"{losses[0]:.4f}" if losses else "n/a",
+                f"{losses[-1]:.4f}" if losses else "n/a", args.output_dir)
+    return result.metrics
 
 
 class EVATrainer(Trainer):

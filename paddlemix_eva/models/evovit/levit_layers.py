@@ -236,8 +236,7 @@ class LeViTSubsampleAttention(TradeoffMixin, nn.Layer):
 
 
 class LeViTBlock(nn.Layer):
-    """Attention residual then MLP residual, each with stochastic depth. `forward` also returns both increments
-    (the branch outputs after drop path), which the fast update of placeholders sums up."""
+    """Attention residual then MLP residual, each with stochastic depth."""
 
     def __init__(self, dim: int, key_dim: int, num_heads: int, attn_ratio: float, mlp_ratio: float,
                  drop_path: float):
@@ -249,13 +248,11 @@ class LeViTBlock(nn.Layer):
     def _drop(self, branch: paddle.Tensor) -> paddle.Tensor:
         return self.drop_path(branch) if self.drop_path is not None else branch
 
-    def forward(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
-        """x [B, N, C] -> (output, attention + MLP increments [B, N, C], cls attention [B, N - 1])."""
+    def forward(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """x [B, N, C] -> (output, cls attention [B, N - 1])."""
         attn_out, cls_attention = self.attn(x)
-        attn_out = self._drop(attn_out)
-        x = x + attn_out
-        mlp_out = self._drop(self.mlp(x))
-        return x + mlp_out, attn_out + mlp_out, cls_attention
+        x = x + self._drop(attn_out)
+        return x + self._drop(self.mlp(x)), cls_attention
 
 
 class LeViTDownsample(nn.Layer):

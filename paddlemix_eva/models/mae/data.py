@@ -1,0 +1,64 @@
+"""MAE pre-training data: an augmented view and the masking noise of each image.
+
+Crop, flip and noise are drawn from a generator seeded by (seed, epoch, index), so a sample is the same however
+many processes or workers load it; with `datasets.GlobalBatchSampler`, one process with batch 2B and two with
+batch B mask and train on identical global batches. Unreadable images are logged and replaced by the next one.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+import paddle
+
+from ...augment import build_train_transform
+from ...datasets import RobustDataset, open_rgb
+from ...mim_data import list_images
+from ...transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+class MAEPretrainDataset(RobustDataset):
+    """`dataset[i]` = (image [3, S, S] float32, noise [num_patches] float32 in [0, 1)).
+
+    The upstream pre-training view: RandomResizedCrop(S, scale=(0.2, 1)) bicubic, horizontal flip, ImageNet
+    normalisation; no colour jitter, no RandAugment. `source` is an image directory or a file list.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        input_size: int,
+        num_patches: int,
+        crop_scale: Tuple[float, float] = (0.2, 1.0),
+        hflip: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        seed: int = 0,
+    ):
+        super().__init__(on_error="substitute")
+        self.paths = list_images(source)
+        self.num_patches = int(num_patches)
+        self.transform = build_train_transform(input_size, scale=tuple(crop_scale), hflip=hflip, auto_augment=None,
+                                               color_jitter=None, mean=mean, std=std, interpolation="bicubic")
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def load(self, index: int):
+        img = open_rgb(self.paths[index])
+        if img is None:
+            return None
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image = self.transform(img, rng)
+        return image, rng.random(self.num_patches, dtype=np.float32)
+
+
+def collate_mae(samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
+    """-> {"image": [B, 3, S, S], "noise": [B, num_patches]}, the keyword arguments of `MAEForPretraining`."""
+    images, noise = zip(*samples)
+    return {"image": paddle.to_tensor(np.stack(images)), "noise": paddle.to_tensor(np.stack(noise))}
