@@ -45,6 +45,37 @@ def collate_skip_invalid(samples: Sequence[Optional[tuple]]):
     return [np.stack([np.asarray(v) for v in col]) for col in columns]
 
 
+def list_image_files(directory: str) -> List[str]:
+    """Files under `directory` (recursively, sorted) with an image suffix; other files are reported, not read."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"image directory not found: {directory}")
+    found, others = [], []
+    for root, dirs, files in os.walk(directory):
+        dirs.sort()
+        for name in sorted(files):
+            (found if name.lower().endswith(IMAGE_EXTENSIONS) else others).append(os.path.join(root, name))
+    if others:
+        logger.warning("ignoring %d files without an image suffix in %s, e.g. %s", len(others), directory, others[0])
+    if not found:
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {directory}")
+    return found
+
+
+def list_images(source: str) -> List[str]:
+    """Image paths of a directory (searched recursively, e.g. an ImageFolder) or of a file list (one path per
+    line, relative paths resolved against the list's folder)."""
+    if os.path.isdir(source):
+        return list_image_files(source)
+    if os.path.isfile(source):
+        base = os.path.dirname(os.path.abspath(source))
+        with open(source, encoding="utf-8") as f:
+            paths = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        if not paths:
+            raise ValueError(f"{source}: the file list is empty; nothing to train on")
+        return [p if os.path.isabs(p) else os.path.join(base, p) for p in paths]
+    raise FileNotFoundError(f"training data not found: {source} (expected an image directory or a file list)")
+
+
 def scan_image_folder(root: str, classes: Optional[Sequence[str]] = None) -> Tuple[List[str], List[Tuple[str, int]]]:
     """(class names, [(path, label)]) of `root/<class>/**/<image>`; labels index the sorted class folders."""
     if not os.path.isdir(root):
@@ -93,6 +124,38 @@ class RobustDataset(paddle.io.Dataset):
             if sample is not None:
                 return sample
         raise RuntimeError(f"{type(self).__name__}: not a single sample could be read")
+
+
+class SeededImageDataset(RobustDataset):
+    """Unlabelled images for self-supervised pre-training (a directory or a file list, see `list_images`).
+
+    A sample's randomness (crop, flip, mask, noise) comes from a generator seeded by (seed, epoch, index), so it
+    does not depend on how many processes or workers load it: with `GlobalBatchSampler`, one process with batch 2B
+    and two with batch B train on identical global batches, and a resumed run sees what an uninterrupted one
+    would. Unreadable images are logged and replaced by the next readable one (batches keep their size).
+    Subclasses implement `make_sample(image, rng)`.
+    """
+
+    def __init__(self, source: str, seed: int = 0):
+        super().__init__(on_error="substitute")
+        self.paths = list_images(source)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def make_sample(self, image: Image.Image, rng: np.random.Generator):
+        raise NotImplementedError
+
+    def load(self, index: int):
+        image = open_rgb(self.paths[index])
+        if image is None:
+            return None
+        return self.make_sample(image, np.random.default_rng([self.seed, self.epoch, index]))
 
 
 class ImageFolder(RobustDataset):

@@ -18,6 +18,7 @@ import numpy as np
 import paddle
 from PIL import Image, UnidentifiedImageError
 
+from .datasets import list_image_files
 from .resources import imagenet_classnames
 from .transforms import CLIP_MEAN, CLIP_STD, EvalTransform, ImageLike, load_image
 
@@ -27,8 +28,6 @@ __all__ = ["inference_model", "extract_features", "list_image_files", "load_clas
 
 ModelOrName = Union[str, paddle.nn.Layer, Any]
 Images = Union[ImageLike, Sequence[ImageLike]]
-#: file suffixes `list_image_files` picks up
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -233,17 +232,3 @@ def extract_features(
     return np.concatenate(features), all_errors
 
 
-def list_image_files(directory: str) -> List[str]:
-    """Files under `directory` (recursively, sorted) with an image suffix; other files are reported, not read."""
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"image directory not found: {directory}")
-    found, others = [], []
-    for root, dirs, files in os.walk(directory):
-        dirs.sort()
-        for name in sorted(files):
-            (found if name.lower().endswith(IMAGE_SUFFIXES) else others).append(os.path.join(root, name))
-    if others:
-        logger.warning("ignoring %d files without an image suffix in %s, e.g. %s", len(others), directory, others[0])
-    if not found:
-        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {directory}")
-    return found

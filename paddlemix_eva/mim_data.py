@@ -8,44 +8,20 @@ same global batches.
 from __future__ import annotations
 
 import logging
-import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
 from PIL import Image
 
-from .datasets import IMAGE_EXTENSIONS, RobustDataset, open_rgb
+from .datasets import SeededImageDataset
 from .masking import MaskingGenerator
 from .transforms import CLIP_MEAN, CLIP_STD, Normalize, random_resized_crop_box
 
 logger = logging.getLogger(__name__)
 
 
-def list_images(source: str) -> List[str]:
-    """Image paths of a directory (searched recursively, e.g. an ImageFolder) or of a file list (one path per
-    line, relative paths resolved against the list's folder)."""
-    if os.path.isdir(source):
-        paths = [
-            os.path.join(dirpath, f)
-            for dirpath, _, files in sorted(os.walk(source))
-            for f in sorted(files)
-            if f.lower().endswith(IMAGE_EXTENSIONS)
-        ]
-        if not paths:
-            raise ValueError(f"{source}: no images (extensions {IMAGE_EXTENSIONS}) found; nothing to train on")
-        return paths
-    if os.path.isfile(source):
-        base = os.path.dirname(os.path.abspath(source))
-        with open(source, encoding="utf-8") as f:
-            paths = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-        if not paths:
-            raise ValueError(f"{source}: the file list is empty; nothing to train on")
-        return [p if os.path.isabs(p) else os.path.join(base, p) for p in paths]
-    raise FileNotFoundError(f"training data not found: {source} (expected an image directory or a file list)")
-
-
-class MIMPretrainDataset(RobustDataset):
+class MIMPretrainDataset(SeededImageDataset):
     """`dataset[i]` = (student view [3, S, S], teacher view [3, T, T], mask [S/p, S/p] bool).
 
     One random-resized-crop box (scale 0.2-1, ratio 3/4-4/3) and one flip are shared by both views; each view is
@@ -71,10 +47,9 @@ class MIMPretrainDataset(RobustDataset):
         teacher_std: Sequence[float] = CLIP_STD,
         seed: int = 0,
     ):
-        super().__init__(on_error="substitute")
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} is not a multiple of the student's patch size {patch_size}")
-        self.paths = list_images(source)
+        super().__init__(source, seed)
         self.input_size = int(input_size)
         self.second_input_size = int(second_input_size or input_size)
         self.masker = MaskingGenerator(
@@ -83,20 +58,8 @@ class MIMPretrainDataset(RobustDataset):
         self.crop_scale, self.crop_ratio, self.hflip = tuple(crop_scale), tuple(crop_ratio), float(hflip)
         self.student_norm = Normalize(mean, std)
         self.teacher_norm = Normalize(teacher_mean, teacher_std)
-        self.seed = int(seed)
-        self.epoch = 0
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def load(self, index: int):
-        img = open_rgb(self.paths[index])
-        if img is None:
-            return None
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def make_sample(self, img: Image.Image, rng: np.random.Generator):
         left, top, w, h = random_resized_crop_box(img.width, img.height, self.crop_scale, self.crop_ratio, rng)
         flip = rng.random() < self.hflip
         box = (left, top, left + w, top + h)

@@ -63,17 +63,26 @@ _loaded = False
 
 
 def register(entry: ZooEntry) -> None:
+    """Add an entry outside the shipped tables (e.g. a user's own fine-tuned variant); listed after them."""
+    _ensure_tables()
+    _add(entry)
+
+
+def _add(entry: ZooEntry) -> None:
     if entry.full_name in _REGISTRY:
         raise ValueError(f"zoo name registered twice: {entry.full_name}")
     _REGISTRY[entry.full_name] = entry
 
 
 def _ensure_tables() -> None:
+    """Fill the registry from each table's `ENTRIES`, in `_TABLES` order, so listing order never depends on which
+    model modules happened to be imported first."""
     global _loaded
     if not _loaded:
         _loaded = True
         for table in _TABLES:
-            importlib.import_module(table)
+            for entry in importlib.import_module(table).ENTRIES:
+                _add(entry)
 
 
 def entries() -> List[ZooEntry]:

@@ -144,14 +144,14 @@ def test_mask_ratio_outside_the_open_interval_is_refused(ratio):
 def test_bad_overrides_of_a_saved_config_are_refused(config_dir, pretrained_dir):
     with pytest.raises(ValueError, match=r"mask_ratio must be in the open interval \(0, 1\), got 1.5"):
         build_pretrain_model(MAEPretrainModelArguments(model=str(config_dir), mask_ratio=1.5))
-    with pytest.raises(ValueError, match="image_size 36 is not divisible by patch_size 8"):
+    with pytest.raises(ValueError, match="image_size 36 is not a multiple of patch_size 8"):
         MAEVisionTransformer.from_pretrained(str(pretrained_dir), image_size=36)
 
 
 def test_bad_sizes_give_clear_errors():
-    with pytest.raises(ValueError, match="image_size 30 is not divisible by patch_size 8"):
+    with pytest.raises(ValueError, match="image_size 30 is not a multiple of patch_size 8"):
         MAEConfig(**{**TEST, "image_size": 30})
-    with pytest.raises(ValueError, match="image_size 100 is not divisible by patch_size 16"):
+    with pytest.raises(ValueError, match="image_size 100 is not a multiple of patch_size 16"):
         MAEVisionTransformerConfig(image_size=100)
     with pytest.raises(ValueError, match="keeps no token of 16 patches"):
         MAEConfig(**TEST, mask_ratio=0.95)

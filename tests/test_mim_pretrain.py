@@ -14,7 +14,8 @@ from PIL import Image, ImageDraw
 
 from paddlemix_eva.masking import MaskingGenerator
 from paddlemix_eva.datasets import GlobalBatchSampler
-from paddlemix_eva.mim_data import MIMPretrainDataset, collate_mim, list_images
+from paddlemix_eva.datasets import list_images
+from paddlemix_eva.mim_data import MIMPretrainDataset, collate_mim
 from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretrainConfig
 from paddlemix_eva.models.eva02.zoo_table import eva02_config
 from paddlemix_eva.trainer.base import check_run_arguments
@@ -137,7 +138,7 @@ def test_corrupt_images_are_logged_and_skipped(image_dir, tmp_path, caplog):
 
 def test_empty_data_is_refused(tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(ValueError, match="no image files"):
         list_images(str(tmp_path / "empty"))
     (tmp_path / "list.txt").write_text("\n")
     with pytest.raises(ValueError, match="empty"):

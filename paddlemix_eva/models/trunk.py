@@ -64,6 +64,61 @@ class TrunkSpec:
         return self.grid_size**2
 
 
+def check_patch_grid(image_size: int, patch_size: int) -> None:
+    """Refuse an input size the patch grid does not tile, naming the nearest sizes that it does."""
+    if image_size % patch_size:
+        grid = image_size // patch_size
+        raise ValueError(
+            f"image_size {image_size} is not a multiple of patch_size {patch_size}: the patch grid must tile the "
+            f"image (e.g. image_size {max(grid, 1) * patch_size} or {(grid + 1) * patch_size})"
+        )
+
+
+class ViTShapeMixin:
+    """Derived shapes and the shape checks of a ViT config with `image_size`, `patch_size`, `embed_dim`,
+    `num_heads`, `layers`, `mlp_ratio` (and dropout rates), so each family's config only adds its own fields."""
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def mlp_hidden_dim(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    def check_vit_shape(self) -> None:
+        check_patch_grid(self.image_size, self.patch_size)
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+
+    def plain_vit_trunk_spec(self) -> TrunkSpec:
+        """The trunk of a pre-norm ViT with GELU MLP and q/k/v biases, no RoPE (DeiT, MAE's encoder)."""
+        return TrunkSpec(
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            in_chans=self.in_chans,
+            dim=self.embed_dim,
+            depth=self.layers,
+            num_heads=self.num_heads,
+            mlp_hidden_dim=self.mlp_hidden_dim,
+            qkv_bias=True,
+            k_bias=True,
+            swiglu=False,
+            rope=False,
+            drop_rate=self.drop_rate,
+            attn_drop_rate=self.attn_drop_rate,
+            drop_path_rate=self.drop_path_rate,
+        )
+
+
 class ViTTrunkMixin:
     """Builds and runs the trunk on the layer it is mixed into (a PaddleNLP model or a plain `nn.Layer`)."""
 
@@ -142,8 +197,7 @@ class ViTTrunkMixin:
     def _resize_trunk(self, image_size: int) -> None:
         """pos_embed bicubic-resampled (no antialias) to the new grid, RoPE tables rebuilt, input check updated."""
         patch = self.patch_embed.patch_size
-        if image_size % patch:
-            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch}")
+        check_patch_grid(image_size, patch)
         grid = image_size // patch
         if self.pos_embed is not None:
             with paddle.no_grad():

@@ -9,7 +9,7 @@ from typing import Optional
 
 from paddlenlp.transformers import PretrainedConfig
 
-from ..trunk import TrunkSpec
+from ..trunk import TrunkSpec, ViTShapeMixin
 
 # PaddleMIX config fields for features no released EVA-02 uses; refused when switched on rather than ignored.
 _UNSUPPORTED_FLAGS = (
@@ -22,7 +22,7 @@ _UNSUPPORTED_FLAGS = (
 )
 
 
-class EVA02VisionTransformerConfig(PretrainedConfig):
+class EVA02VisionTransformerConfig(ViTShapeMixin, PretrainedConfig):
     """EVA-02 classifier: mean of patch tokens -> `fc_norm` -> `head` (or cls token after `norm`)."""
 
     model_type = "eva02_vit_finetune"
@@ -88,23 +88,6 @@ class EVA02VisionTransformerConfig(PretrainedConfig):
         self.intp_freq = intp_freq
         self.validate()
 
-    # Derived shapes: the config is the single source of truth for them.
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size**2
-
-    @property
-    def head_dim(self) -> int:
-        return self.embed_dim // self.num_heads
-
-    @property
-    def mlp_hidden_dim(self) -> int:
-        return int(self.embed_dim * self.mlp_ratio)
-
     @property
     def use_swiglu(self) -> bool:
         return bool(self.swiglu or self.naiveswiglu)
@@ -142,10 +125,7 @@ class EVA02VisionTransformerConfig(PretrainedConfig):
                     f"{type(self).__name__}: `{flag}={getattr(self, flag)!r}` is a PaddleMIX option no released EVA-02 "
                     "model uses and paddlemix-eva does not implement; remove it from the config"
                 )
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        self.check_vit_shape()
         if self.rope and self.head_dim % 4:
             raise ValueError(f"2D RoPE needs a head dim divisible by 4; embed_dim/num_heads = {self.head_dim}")
 

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Union
 
 from paddlenlp.transformers import PretrainedConfig
 
-from ..trunk import TrunkSpec
+from ..trunk import TrunkSpec, check_patch_grid
 
 # PaddleMIX options that no released EVA-CLIP uses; refused when switched on rather than silently ignored.
 _UNSUPPORTED_VISION = ("use_rel_pos_bias", "use_shared_rel_pos_bias", "attentional_pool", "fuse_qv", "init_values")
@@ -89,8 +89,7 @@ class EVACLIPVisionConfig(PretrainedConfig):
             )
         if width % head_width:
             raise ValueError(f"width {width} is not divisible by head_width {head_width}")
-        if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+        check_patch_grid(image_size, patch_size)
 
     @property
     def num_heads(self) -> int:

@@ -1,5 +1,5 @@
 """The published EVA-CLIP models (PaddleMIX names). Zero-shot top-1 is ImageNet-1K from the EVA-CLIP README."""
-from ...zoo import ZooEntry, register
+from ...zoo import ZooEntry
 
 PREFIX = "paddlemix/EVA/"
 EVACLIP = "paddlemix_eva.models.evaclip.modeling.EVACLIP"
@@ -37,6 +37,3 @@ ENTRIES = [
     _clip("EVA02-CLIP-bigE-14", 1024, BIGE_VISION, _text(1024, 16, 24), 81.9),
     _clip("EVA02-CLIP-bigE-14-plus", 1024, BIGE_VISION, _text(1280, 20, 32), 82.0),
 ]
-
-for _entry in ENTRIES:
-    register(_entry)

@@ -11,7 +11,7 @@ from typing import List, Sequence
 from paddlenlp.transformers import PretrainedConfig
 
 from ...transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..trunk import TrunkSpec
+from ..trunk import TrunkSpec, ViTShapeMixin
 
 #: per-layer score blend t of Evo-DeiT (g <- (1 - t) g + t cls_attn); the same list for every size
 DEIT_TRADEOFFS = (1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
@@ -39,7 +39,7 @@ class _ImageClassifierConfig(PretrainedConfig):
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
 
 
-class EvoDeiTConfig(_ImageClassifierConfig):
+class EvoDeiTConfig(ViTShapeMixin, _ImageClassifierConfig):
     """Evo-DeiT: a DeiT (pre-norm ViT, GELU MLP, q/k/v with bias, LN eps 1e-6) whose layers from the first stage
     start on see only cls plus the `keep_ratio` share of patch tokens with the highest global class attention.
 
@@ -90,14 +90,6 @@ class EvoDeiTConfig(_ImageClassifierConfig):
         self.validate()
 
     @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size**2
-
-    @property
     def num_kept(self) -> int:
         """Patch tokens a pruned layer sees (98 of 196 at 224 px)."""
         return kept_tokens(self.num_patches, self.keep_ratio)
@@ -112,28 +104,10 @@ class EvoDeiTConfig(_ImageClassifierConfig):
         return [range(start, end) for start, end in zip(self.stage_starts, ends)]
 
     def trunk_spec(self) -> TrunkSpec:
-        return TrunkSpec(
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            in_chans=self.in_chans,
-            dim=self.embed_dim,
-            depth=self.layers,
-            num_heads=self.num_heads,
-            mlp_hidden_dim=int(self.embed_dim * self.mlp_ratio),
-            qkv_bias=True,
-            k_bias=True,
-            swiglu=False,
-            rope=False,
-            drop_rate=self.drop_rate,
-            attn_drop_rate=self.attn_drop_rate,
-            drop_path_rate=self.drop_path_rate,
-        )
+        return self.plain_vit_trunk_spec()
 
     def validate(self) -> None:
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        self.check_vit_shape()
         if not 0 < self.keep_ratio <= 1:
             raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
         if len(self.tradeoffs) != self.layers:

@@ -5,7 +5,7 @@ distillation from RegNetY-160). Upstream publishes PyTorch files only: convert t
 `paddlemix-eva convert FILE --format official --model NAME --out DIR` (the teacher: timm's `regnety_160` file,
 `--format timm`). The `_384` models only change the input size.
 """
-from ...zoo import ZooEntry, register
+from ...zoo import ZooEntry
 
 PREFIX = "paddlemix/EvoViT/"
 EVO_DEIT = "paddlemix_eva.models.evovit.evo_deit.EvoDeiT"
@@ -71,6 +71,3 @@ ENTRIES = [
              notes="DeiT's distillation teacher (timm `regnety_160`, convert with --format timm)",
              extra={WEIGHTS_SOURCE: "timm regnety_160 (PyTorch; convert with --format timm)"}),
 ]
-
-for _entry in ENTRIES:
-    register(_entry)

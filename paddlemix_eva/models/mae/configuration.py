@@ -9,7 +9,7 @@ from typing import Sequence
 from paddlenlp.transformers import PretrainedConfig
 
 from ...transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..trunk import TrunkSpec
+from ..trunk import TrunkSpec, ViTShapeMixin
 from .masking import check_mask_ratio, num_kept_tokens
 
 logger = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 PRETRAINING_ONLY_FIELDS = ("decoder_embed_dim", "decoder_layers", "decoder_num_heads", "mask_ratio", "norm_pix_loss")
 
 
-class MAEVisionTransformerConfig(PretrainedConfig):
+class MAEVisionTransformerConfig(ViTShapeMixin, PretrainedConfig):
     """Plain pre-norm ViT (GELU MLP, qkv with bias, LayerNorm eps 1e-6, learnable pos_embed).
 
     Pooling: `global_pool` averages the patch tokens and applies `fc_norm` (the fine-tuning recipe), otherwise the
@@ -75,45 +75,15 @@ class MAEVisionTransformerConfig(PretrainedConfig):
         self.validate()
 
     @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size**2
-
-    @property
     def patch_dim(self) -> int:
         """Length of one patch's pixel vector (the reconstruction target)."""
         return self.patch_size * self.patch_size * self.in_chans
 
     def trunk_spec(self) -> TrunkSpec:
-        return TrunkSpec(
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            in_chans=self.in_chans,
-            dim=self.embed_dim,
-            depth=self.layers,
-            num_heads=self.num_heads,
-            mlp_hidden_dim=int(self.embed_dim * self.mlp_ratio),
-            qkv_bias=True,
-            k_bias=True,
-            swiglu=False,
-            rope=False,
-            drop_rate=self.drop_rate,
-            attn_drop_rate=self.attn_drop_rate,
-            drop_path_rate=self.drop_path_rate,
-        )
+        return self.plain_vit_trunk_spec()
 
     def validate(self) -> None:
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}: the patch grid must "
-                f"tile the image (e.g. image_size {self.grid_size * self.patch_size} or "
-                f"{(self.grid_size + 1) * self.patch_size})"
-            )
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        self.check_vit_shape()
         if not 0 < self.crop_pct <= 1:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
 

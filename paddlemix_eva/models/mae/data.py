@@ -12,12 +12,11 @@ import numpy as np
 import paddle
 
 from ...augment import build_train_transform
-from ...datasets import RobustDataset, open_rgb
-from ...mim_data import list_images
+from ...datasets import SeededImageDataset
 from ...transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
-class MAEPretrainDataset(RobustDataset):
+class MAEPretrainDataset(SeededImageDataset):
     """`dataset[i]` = (image [3, S, S] float32, noise [num_patches] float32 in [0, 1)).
 
     The upstream pre-training view: RandomResizedCrop(S, scale=(0.2, 1)) bicubic, horizontal flip, ImageNet
@@ -35,25 +34,12 @@ class MAEPretrainDataset(RobustDataset):
         std: Sequence[float] = IMAGENET_STD,
         seed: int = 0,
     ):
-        super().__init__(on_error="substitute")
-        self.paths = list_images(source)
+        super().__init__(source, seed)
         self.num_patches = int(num_patches)
         self.transform = build_train_transform(input_size, scale=tuple(crop_scale), hflip=hflip, auto_augment=None,
                                                color_jitter=None, mean=mean, std=std, interpolation="bicubic")
-        self.seed = int(seed)
-        self.epoch = 0
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def load(self, index: int):
-        img = open_rgb(self.paths[index])
-        if img is None:
-            return None
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def make_sample(self, img, rng: np.random.Generator):
         image = self.transform(img, rng)
         return image, rng.random(self.num_patches, dtype=np.float32)
 

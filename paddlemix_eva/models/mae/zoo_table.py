@@ -4,7 +4,7 @@ Upstream publishes PyTorch files only, so every entry with weights names the off
 (`paddlemix-eva convert FILE --format official --model NAME --out DIR`); top-1 is the MAE README's ImageNet-1K
 fine-tuning result, linear-probe accuracies (paper, TF/TPU) are in the notes.
 """
-from ...zoo import ZooEntry, register
+from ...zoo import ZooEntry
 from .modeling import OFFICIAL_CHECKPOINT
 
 PREFIX = "paddlemix/MAE/"
@@ -57,6 +57,3 @@ ENTRIES = [
              "classification", f"mae_finetuned_vit_{size}.pth", top1=top1)
       for size, top1 in (("base", 83.6), ("large", 85.9), ("huge", 86.9))],
 ]
-
-for _entry_ in ENTRIES:
-    register(_entry_)
