@@ -52,6 +52,9 @@ class ZooEntry:
         return getattr(importlib.import_module(module), cls)
 
 
+#: `ZooEntry.extra` key of entries without published Paddle weights: the PyTorch file (or model) the user converts
+#: them from ("" for an architecture upstream released no weights for)
+WEIGHTS_SOURCE = "weights_source"
 _REGISTRY: Dict[str, ZooEntry] = {}
 _TABLES = (
     "paddlemix_eva.models.eva02.zoo_table",

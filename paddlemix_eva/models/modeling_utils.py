@@ -214,3 +214,35 @@ _PADDLENLP_LOAD_KWARGS = {
     "from_hf_hub",
     "from_aistudio",
 }
+
+
+class ConvertedWeightsMixin:
+    """`resolve_pretrained` for zoo entries whose weights exist only as PyTorch files (`zoo.WEIGHTS_SOURCE`): the
+    name resolves to the file `paddlemix-eva convert` left in the weight cache, or to an error that says how to
+    make it. Put it before `EVAPretrainedModel` in the bases."""
+
+    @classmethod
+    def resolve_pretrained(cls, name_or_path: str, force_download: bool = False):
+        from .. import hub, zoo
+
+        entry = None if os.path.isdir(name_or_path) else zoo.find_entry(name_or_path)
+        if entry is None or zoo.WEIGHTS_SOURCE not in entry.extra:
+            return super().resolve_pretrained(name_or_path, force_download=force_download)
+        weights = os.path.join(hub.cached_model_dir(entry.full_name), hub.WEIGHTS_NAME)
+        if os.path.isfile(weights):
+            return os.path.dirname(weights), weights, entry
+        source = entry.extra[zoo.WEIGHTS_SOURCE]
+        if not source:
+            raise FileNotFoundError(f"{entry.full_name} is an architecture without released weights; "
+                                    f"{cls.how_to_train(entry)}")
+        fmt = "timm" if "timm" in source else "official"
+        file = source if source.endswith((".pth", ".pt", ".bin", ".safetensors")) else "FILE"
+        raise FileNotFoundError(
+            f"{entry.full_name} has no published Paddle weights (source: {source}). Convert the PyTorch file: "
+            f"`paddlemix-eva convert {file} --format {fmt} --model {entry.name} --out DIR` and load DIR "
+            f"(or copy DIR/model_state.pdparams to {weights})"
+        )
+
+    @classmethod
+    def how_to_train(cls, entry) -> str:
+        return "train it with the family's example script"

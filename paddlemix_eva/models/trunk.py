@@ -28,8 +28,20 @@ from ..layers import (
 )
 
 
+class PatchGrid:
+    """`grid_size` and `num_patches` of anything with `image_size` and `patch_size` (square inputs)."""
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+
 @dataclass(frozen=True)
-class TrunkSpec:
+class TrunkSpec(PatchGrid):
     """Shapes and switches of a ViT trunk (derived from a model config; never stored)."""
 
     image_size: int
@@ -55,13 +67,6 @@ class TrunkSpec:
     drop_path_rate: float = 0.0
     norm_eps: float = 1e-6
 
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size**2
 
 
 def check_patch_grid(image_size: int, patch_size: int) -> None:
@@ -74,17 +79,9 @@ def check_patch_grid(image_size: int, patch_size: int) -> None:
         )
 
 
-class ViTShapeMixin:
+class ViTShapeMixin(PatchGrid):
     """Derived shapes and the shape checks of a ViT config with `image_size`, `patch_size`, `embed_dim`,
     `num_heads`, `layers`, `mlp_ratio` (and dropout rates), so each family's config only adds its own fields."""
-
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size**2
 
     @property
     def head_dim(self) -> int:

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Union
 
 from paddlenlp.transformers import PretrainedConfig
 
-from ..trunk import TrunkSpec, check_patch_grid
+from ..trunk import PatchGrid, TrunkSpec, check_patch_grid
 
 # PaddleMIX options that no released EVA-CLIP uses; refused when switched on rather than silently ignored.
 _UNSUPPORTED_VISION = ("use_rel_pos_bias", "use_shared_rel_pos_bias", "attentional_pool", "fuse_qv", "init_values")
@@ -26,7 +26,7 @@ def _refuse(config: PretrainedConfig, flags) -> None:
             )
 
 
-class EVACLIPVisionConfig(PretrainedConfig):
+class EVACLIPVisionConfig(PatchGrid, PretrainedConfig):
     """EVA-CLIP image tower: EVA-02 style (RoPE, SwiGLU + sub-LN, `inner_attn_ln`) or EVA-01 style (GELU MLP)."""
 
     model_type = "evavision_transformer"
@@ -94,10 +94,6 @@ class EVACLIPVisionConfig(PretrainedConfig):
     @property
     def num_heads(self) -> int:
         return self.width // self.head_width
-
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
 
     @property
     def mlp_hidden_dim(self) -> int:

@@ -21,11 +21,10 @@ import paddle
 import paddle.nn as nn
 
 from ...layers import init_trunc_normal, init_zeros, resample_abs_pos_embed
-from ..modeling_utils import EVAPretrainedModel
+from ..modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
 from ..trunk import ViTTrunkMixin
 from .configuration import EvoDeiTConfig
 from .selection import blend, gather_tokens, scatter_tokens, top_indices, with_cls_row
-from .weights import ConvertedWeightsMixin
 
 Logits = Union[paddle.Tensor, Tuple[paddle.Tensor, paddle.Tensor]]
 

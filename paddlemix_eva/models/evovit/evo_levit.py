@@ -20,11 +20,10 @@ import paddle
 import paddle.nn as nn
 
 from ...layers import init_trunc_normal
-from ..modeling_utils import EVAPretrainedModel
+from ..modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
 from .configuration import EvoLeViTConfig, kept_tokens
 from .levit_layers import LeViTBlock, LeViTDownsample, LeViTStem, NormLinear, fuse_batch_norms, subsample_grid
 from .selection import blend, gather_tokens, scatter_tokens, top_indices
-from .weights import ConvertedWeightsMixin
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ..modeling_utils import EVAPretrainedModel
+from ..modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
 from .configuration import RegNetConfig
-from .weights import ConvertedWeightsMixin
 
 
 class ConvNormAct(nn.Layer):

@@ -5,14 +5,12 @@ distillation from RegNetY-160). Upstream publishes PyTorch files only: convert t
 `paddlemix-eva convert FILE --format official --model NAME --out DIR` (the teacher: timm's `regnety_160` file,
 `--format timm`). The `_384` models only change the input size.
 """
-from ...zoo import ZooEntry
+from ...zoo import WEIGHTS_SOURCE, ZooEntry
 
 PREFIX = "paddlemix/EvoViT/"
 EVO_DEIT = "paddlemix_eva.models.evovit.evo_deit.EvoDeiT"
 EVO_LEVIT = "paddlemix_eva.models.evovit.evo_levit.EvoLeViT"
 REGNET = "paddlemix_eva.models.evovit.regnet.RegNet"
-#: `ZooEntry.extra` key: where the weights of an entry come from
-WEIGHTS_SOURCE = "weights_source"
 
 # width, heads and the recipe's drop path per DeiT size (depth 12, patch 16, MLP 4)
 DEIT_SIZES = {

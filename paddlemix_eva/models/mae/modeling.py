@@ -26,7 +26,7 @@ from ...layers import (
     init_zeros,
     resample_abs_pos_embed,
 )
-from ..modeling_utils import EVAPretrainedModel
+from ..modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
 from ..trunk import ViTTrunkMixin
 from .configuration import MAEConfig, MAEVisionTransformerConfig
 from .masking import gather_tokens, random_masking
@@ -35,16 +35,12 @@ from .pos_embed import sincos_2d_table
 
 logger = logging.getLogger(__name__)
 
-#: `ZooEntry.extra` key naming the official file a MAE zoo entry's weights are converted from ("" if none)
-OFFICIAL_CHECKPOINT = "official_checkpoint"
-
-
 def _xavier_uniform(weight: paddle.Tensor, fan_in: int, fan_out: int) -> None:
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     nn.initializer.Uniform(-limit, limit)(weight)
 
 
-class MAEPretrainedModel(ViTTrunkMixin, EVAPretrainedModel):
+class MAEPretrainedModel(ConvertedWeightsMixin, ViTTrunkMixin, EVAPretrainedModel):
     """What the classifier and the autoencoder share: the trunk, recompute switch and weight resolution."""
 
     config_class = MAEVisionTransformerConfig
@@ -71,28 +67,9 @@ class MAEPretrainedModel(ViTTrunkMixin, EVAPretrainedModel):
         return self.patch_embed(image)
 
     @classmethod
-    def resolve_pretrained(cls, name_or_path: str, force_download: bool = False):
-        """MAE zoo names resolve to weights converted from the official release (none are published in Paddle
-        format): the cached converted file, or an error that says how to make it."""
-        from ... import hub, zoo
-
-        entry = None if os.path.isdir(name_or_path) else zoo.find_entry(name_or_path)
-        if entry is None or OFFICIAL_CHECKPOINT not in entry.extra:
-            return super().resolve_pretrained(name_or_path, force_download=force_download)
-        weights = os.path.join(hub.cached_model_dir(entry.full_name), hub.WEIGHTS_NAME)
-        if os.path.isfile(weights):
-            return os.path.dirname(weights), weights, entry
-        official = entry.extra[OFFICIAL_CHECKPOINT]
-        if not official:
-            raise FileNotFoundError(
-                f"{entry.full_name} is an architecture without released weights (upstream published only the "
-                "encoders, `mae_pretrain_vit_*`); pre-train it with examples/mae/run_mae_pretrain_dist.py"
-            )
-        raise FileNotFoundError(
-            f"{entry.full_name}: MAE weights are not published in Paddle format. Convert the official {official}: "
-            f"`paddlemix-eva convert {official} --format official --model {entry.name} --out DIR` and load DIR "
-            f"(or copy DIR/model_state.pdparams to {weights})"
-        )
+    def how_to_train(cls, entry) -> str:
+        return ("upstream published only the encoders (`mae_pretrain_vit_*`); pre-train it with "
+                "examples/mae/run_mae_pretrain_dist.py")
 
 
 class MAEVisionTransformer(MAEPretrainedModel):

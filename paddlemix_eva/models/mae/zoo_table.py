@@ -4,8 +4,7 @@ Upstream publishes PyTorch files only, so every entry with weights names the off
 (`paddlemix-eva convert FILE --format official --model NAME --out DIR`); top-1 is the MAE README's ImageNet-1K
 fine-tuning result, linear-probe accuracies (paper, TF/TPU) are in the notes.
 """
-from ...zoo import ZooEntry
-from .modeling import OFFICIAL_CHECKPOINT
+from ...zoo import WEIGHTS_SOURCE, ZooEntry
 
 PREFIX = "paddlemix/MAE/"
 PRETRAIN = "paddlemix_eva.models.mae.modeling.MAEForPretraining"
@@ -38,7 +37,7 @@ def classifier_config(size: str, **fields) -> dict:
 
 def _entry(name: str, model_class: str, config: dict, task: str, official: str, top1=None, notes="") -> ZooEntry:
     return ZooEntry(PREFIX + name, model_class, config, task=task, top1=top1, notes=notes,
-                    extra={OFFICIAL_CHECKPOINT: official})
+                    extra={WEIGHTS_SOURCE: official})
 
 
 ENTRIES = [
