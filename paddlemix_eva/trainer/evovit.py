@@ -9,14 +9,13 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 import paddle
 import paddle.nn.functional as F
 from paddlenlp.trainer import TrainerCallback
 
-from ..transforms import IMAGENET_MEAN, IMAGENET_STD
-from .finetune import FinetuneArguments, FinetuneDataArguments, FinetuneModelArguments, FinetuneTrainer
+from .finetune import DeiTRecipeDataArguments, FinetuneArguments, FinetuneModelArguments, FinetuneTrainer
 from .finetune import run_finetuning, soft_target_cross_entropy
 
 logger = logging.getLogger(__name__)
@@ -43,15 +42,8 @@ class EvoModelArguments(FinetuneModelArguments):
 
 
 @dataclass
-class EvoDataArguments(FinetuneDataArguments):
+class EvoDataArguments(DeiTRecipeDataArguments):
     """The DeiT recipe's data pipeline (Evo-LeViT uses the same)."""
-
-    reprob: float = field(default=0.25, metadata={"help": "random erasing probability"})
-    mixup: float = field(default=0.8, metadata={"help": "mixup alpha (0: off)"})
-    cutmix: float = field(default=1.0, metadata={"help": "cutmix alpha (0: off)"})
-    crop_pct: float = field(default=0.875, metadata={"help": "eval: resize to size/crop_pct, then centre crop"})
-    image_mean: Sequence[float] = field(default_factory=lambda: list(IMAGENET_MEAN), metadata={"help": "mean"})
-    image_std: Sequence[float] = field(default_factory=lambda: list(IMAGENET_STD), metadata={"help": "std"})
 
 
 @dataclass

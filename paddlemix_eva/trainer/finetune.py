@@ -17,7 +17,7 @@ import paddle.nn.functional as F
 from ..augment import Mixup, build_train_transform, mixup_target
 from ..datasets import ImageFolder
 from ..evaluation import evaluate_classifier, write_report
-from ..transforms import CLIP_MEAN, CLIP_STD, EvalTransform
+from ..transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from .base import EVATrainer, EVATrainingArguments, apply_save_epochs, check_run_arguments, seed_everything
 from .ema import EMACallback, ModelEMA, ema_dir
 
@@ -58,6 +58,26 @@ class FinetuneDataArguments:
     crop_pct: float = field(default=1.0, metadata={"help": "eval: resize to size/crop_pct, then centre crop"})
     image_mean: List[float] = field(default_factory=lambda: list(CLIP_MEAN), metadata={"help": "normalisation mean"})
     image_std: List[float] = field(default_factory=lambda: list(CLIP_STD), metadata={"help": "normalisation std"})
+
+
+@dataclass
+class ImageNetFinetuneDataArguments(FinetuneDataArguments):
+    """ImageNet mean/std and the 0.875 evaluation crop: the preprocessing of every recipe not trained from CLIP
+    features (MAE, DeiT and Evo-ViT)."""
+
+    crop_pct: float = field(default=0.875, metadata={"help": "eval: resize to size/crop_pct, then centre crop"})
+    image_mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN), metadata={"help": "mean"})
+    image_std: List[float] = field(default_factory=lambda: list(IMAGENET_STD), metadata={"help": "std"})
+
+
+@dataclass
+class DeiTRecipeDataArguments(ImageNetFinetuneDataArguments):
+    """DeiT's augmentation, which MAE fine-tuning and Evo-ViT reuse: RandAugment m9, mixup 0.8, cutmix 1.0,
+    random erasing 0.25, label smoothing 0.1."""
+
+    reprob: float = field(default=0.25, metadata={"help": "random erasing probability"})
+    mixup: float = field(default=0.8, metadata={"help": "mixup alpha (0: off)"})
+    cutmix: float = field(default=1.0, metadata={"help": "cutmix alpha (0: off)"})
 
 
 @dataclass

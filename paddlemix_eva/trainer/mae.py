@@ -24,8 +24,9 @@ from .base import (
     train_and_save,
 )
 from .finetune import (
+    DeiTRecipeDataArguments,
     FinetuneArguments,
-    FinetuneDataArguments,
+    ImageNetFinetuneDataArguments,
     FinetuneModelArguments,
     FinetuneTrainer,
     run_finetuning,
@@ -182,13 +183,8 @@ class MAEFinetuneModelArguments(FinetuneModelArguments):
 
 
 @dataclass
-class MAEFinetuneDataArguments(FinetuneDataArguments):
-    reprob: float = field(default=0.25, metadata={"help": "random erasing probability"})
-    mixup: float = field(default=0.8, metadata={"help": "mixup alpha (0: off)"})
-    cutmix: float = field(default=1.0, metadata={"help": "cutmix alpha (0: off)"})
-    crop_pct: float = field(default=0.875, metadata={"help": "eval: resize to size/crop_pct, then centre crop"})
-    image_mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN), metadata={"help": "mean"})
-    image_std: List[float] = field(default_factory=lambda: list(IMAGENET_STD), metadata={"help": "std"})
+class MAEFinetuneDataArguments(DeiTRecipeDataArguments):
+    """FINETUNE.md's data pipeline is DeiT's."""
 
 
 @dataclass
@@ -217,13 +213,10 @@ class MAELinprobeModelArguments(FinetuneModelArguments):
 
 
 @dataclass
-class MAELinprobeDataArguments(FinetuneDataArguments):
+class MAELinprobeDataArguments(ImageNetFinetuneDataArguments):
     auto_augment: Optional[str] = field(default="none", metadata={"help": "RandAugment policy ('none': off)"})
     color_jitter: Optional[float] = field(default=None, metadata={"help": "colour jitter (off in the recipe)"})
     smoothing: float = field(default=0.0, metadata={"help": "label smoothing"})
-    crop_pct: float = field(default=0.875, metadata={"help": "eval: resize to size/crop_pct, then centre crop"})
-    image_mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN), metadata={"help": "mean"})
-    image_std: List[float] = field(default_factory=lambda: list(IMAGENET_STD), metadata={"help": "std"})
 
 
 @dataclass
