@@ -30,7 +30,7 @@ import paddle
 from paddlemix_eva import zoo
 from paddlemix_eva.models.evovit import EvoDeiT
 from paddlemix_eva.runtime import cpuinfo_field, set_cpu_threads
-from timing import time_in_rounds
+from timing import markdown_table, time_in_rounds
 
 SIZES = {"Ti": "evo_deit_tiny_patch16_224", "S": "evo_deit_small_patch16_224", "B": "evo_deit_base_patch16_224",
          **{f"LeViT-{size}": f"evo_levit_{size}" for size in ("128S", "128", "192", "256", "384")}}
@@ -115,14 +115,9 @@ def main(argv=None) -> int:
             rows.append((batch, backend, batch / deit_s, batch / evo_s, deit_s / evo_s))
             logger.info("batch %d %-9s plain %.1f img/s  Evo %.1f img/s  speed-up %.2fx", *rows[-1])
     plain_name = args.model if args.model.startswith("LeViT") else f"DeiT-{args.model}"
-    lines = [f"| batch | backend | {plain_name} img/s | Evo-{plain_name} img/s | Evo / plain |",
-             "|---:|---|---:|---:|---:|"]
-    lines += [f"| {b} | {backend} | {d:.1f} | {e:.1f} | {r:.2f}x |" for b, backend, d, e, r in rows]
-    table = "\n".join(lines)
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(table + "\n")
+    header = ["batch", "backend", f"{plain_name} img/s", f"Evo-{plain_name} img/s", "Evo / plain"]
+    cells = [[str(b), backend, f"{d:.1f}", f"{e:.1f}", f"{r:.2f}x"] for b, backend, d, e, r in rows]
+    print(markdown_table(header, "rlrrr", cells, args.markdown))
     return 0
 
 

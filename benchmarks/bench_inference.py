@@ -32,7 +32,7 @@ import paddle
 
 from paddlemix_eva import layers
 from paddlemix_eva.runtime import set_cpu_threads, tune_glibc_malloc
-from timing import time_in_rounds
+from timing import markdown_table, time_in_rounds
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO = {"Ti": "eva02_Ti_pt_in21k_ft_in1k_p14", "S": "eva02_S_pt_in21k_ft_in1k_p14"}
@@ -207,19 +207,17 @@ def main(argv=None) -> int:
                                 f"{row['timm_s']:.3f} s/batch {row['timm_ips']:.1f} img/s  "
                                 f"ours/timm {row['ratio']:.2f}")
 
-    header = "| model | input | batch | ours (backend) | ours img/s | timm img/s | ours/timm | logit gap / top-1 agree |"
-    lines = [header, "|---|---|---:|---|---:|---:|---:|---|"]
+    cells = []
     for r in rows:
         timm_ips = "-" if r["timm_ips"] is None else f"{r['timm_ips']:.1f}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
         gap = "-" if r["gap"] is None else f"{r['gap'][0]:.1e} / {100 * r['gap'][1]:.0f}%"
-        lines.append(f"| EVA-02 {r['model']} | {r['size']} | {r['batch']} | {r['backend']} | {r['ours_ips']:.1f} | "
-                     f"{timm_ips} | {ratio} | {gap} |")
-    table = "\n".join(lines)
+        cells.append([f"EVA-02 {r['model']}", str(r["size"]), str(r["batch"]), r["backend"], f"{r['ours_ips']:.1f}",
+                      timm_ips, ratio, gap])
+    header = ["model", "input", "batch", "ours (backend)", "ours img/s", "timm img/s", "ours/timm",
+              "logit gap / top-1 agree"]
+    table = markdown_table(header, "llrlrrrl", cells, args.markdown)
     logger.info("\n%s", table)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(table + "\n")
     return 0
 
 

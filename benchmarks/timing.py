@@ -1,8 +1,9 @@
-"""Timing protocol shared by the benchmarks: blocks of consecutive calls per runner, spread over rounds."""
+"""Shared by the benchmarks: the timing protocol (blocks of consecutive calls per runner, spread over rounds) and
+the Markdown result table."""
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Sequence
 
 
 def time_in_rounds(
@@ -25,3 +26,15 @@ def time_in_rounds(
                 run()
                 times[name].append(time.perf_counter() - start)
     return times
+
+
+def markdown_table(header: Sequence[str], align: Sequence[str], rows: Sequence[Sequence[str]],
+                   path: Optional[str] = None) -> str:
+    """The rows as a Markdown table (`align`: "l" or "r" per column), also written to `path` if given."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    table = "\n".join(lines)
+    if path:
+        with open(path, "w") as f:
+            f.write(table + "\n")
+    return table
