@@ -12,8 +12,7 @@ classifier. Evaluates each --eval_steps / epoch (`--evaluation_strategy`) and at
 the EMA model is saved in `<output_dir>/ema`.
 """
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
-from paddlenlp.trainer import PdArgumentParser
-
+from paddlemix_eva.trainer.base import run_from_command_line
 from paddlemix_eva.trainer.finetune import (
     FinetuneArguments,
     FinetuneDataArguments,
@@ -21,12 +20,5 @@ from paddlemix_eva.trainer.finetune import (
     run_finetuning,
 )
 
-
-def main():
-    parser = PdArgumentParser((FinetuneModelArguments, FinetuneDataArguments, FinetuneArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    run_finetuning(model_args, data_args, training_args)
-
-
 if __name__ == "__main__":
-    main()
+    run_from_command_line(run_finetuning, FinetuneModelArguments, FinetuneDataArguments, FinetuneArguments)

@@ -13,16 +13,8 @@ student (`--student`) learns to predict them at masked patches. Checkpoints hold
 `--resume_from_checkpoint output/.../checkpoint-N` (schedule and data order continue).
 """
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
-from paddlenlp.trainer import PdArgumentParser
-
+from paddlemix_eva.trainer.base import run_from_command_line
 from paddlemix_eva.trainer.mim import MIMDataArguments, MIMModelArguments, MIMPretrainArguments, run_mim_pretraining
 
-
-def main():
-    parser = PdArgumentParser((MIMModelArguments, MIMDataArguments, MIMPretrainArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    run_mim_pretraining(model_args, data_args, training_args)
-
-
 if __name__ == "__main__":
-    main()
+    run_from_command_line(run_mim_pretraining, MIMModelArguments, MIMDataArguments, MIMPretrainArguments)

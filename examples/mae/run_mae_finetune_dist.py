@@ -14,13 +14,13 @@ from a trunc-normal with std 2e-5. Evaluation: resize to 256, centre crop 224 (-
 mean/std; use --crop_pct 1 above 224 px.
 """
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+from paddlemix_eva.trainer.base import run_from_command_line
 from paddlemix_eva.trainer.mae import (
     MAEFinetuneArguments,
     MAEFinetuneDataArguments,
     MAEFinetuneModelArguments,
-    main,
     run_mae_finetuning,
 )
 
 if __name__ == "__main__":
-    main(run_mae_finetuning, MAEFinetuneModelArguments, MAEFinetuneDataArguments, MAEFinetuneArguments)
+    run_from_command_line(run_mae_finetuning, MAEFinetuneModelArguments, MAEFinetuneDataArguments, MAEFinetuneArguments)

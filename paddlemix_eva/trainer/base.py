@@ -106,6 +106,14 @@ def apply_save_epochs(args: EVATrainingArguments, num_samples: int) -> int:
     return steps_per_epoch
 
 
+def run_from_command_line(runner, *argument_classes: type):
+    """Entry point of the example scripts: parse the argument dataclasses (model, data, training) from the
+    command line with PaddleNLP's parser, then call `runner` with them."""
+    from paddlenlp.trainer import PdArgumentParser
+
+    return runner(*PdArgumentParser(argument_classes).parse_args_into_dataclasses())
+
+
 def train_and_save(trainer: Trainer, title: str, num_samples: int) -> dict:
     """Train (resuming from `--resume_from_checkpoint` if given), save the model and the train metrics, and log a
     one-line summary (steps, epochs, throughput, first and last logged loss); returns the train metrics."""

@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import paddle.nn as nn
 
@@ -50,13 +50,6 @@ def resolve_learning_rate(args) -> float:
         logger.info("learning rate %.6g given (--blr %g not used; effective batch %d)", args.learning_rate, args.blr,
                     effective_batch)
     return args.learning_rate
-
-
-def main(runner: Callable, *argument_classes: type) -> None:
-    """Entry point of the example scripts: parse the argument dataclasses from the command line, run `runner`."""
-    from paddlenlp.trainer import PdArgumentParser
-
-    runner(*PdArgumentParser(argument_classes).parse_args_into_dataclasses())
 
 
 def prepare_run(args) -> None:
