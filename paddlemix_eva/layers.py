@@ -671,6 +671,24 @@ def resample_abs_pos_embed(
     return paddle.concat([prefix, grid], axis=1)
 
 
+def resample_checkpoint_pos_embed(
+    state_dict: Dict[str, np.ndarray], key: str, grid_size: int, width: int, source: str
+) -> None:
+    """Fit a checkpoint's [1, 1 + g*g, width] position table under `key` to a grid_size x grid_size model, in
+    place and with a warning (`resample_abs_pos_embed`). Tables that already fit, of another width or of a
+    non-square grid are left for the loader's shape check."""
+    pos = state_dict.get(key)
+    if pos is None or pos.ndim != 3 or pos.shape[1] == grid_size**2 + 1 or pos.shape[2] != width:
+        return
+    old_side = int(round(math.sqrt(pos.shape[1] - 1)))
+    if old_side * old_side != pos.shape[1] - 1:
+        return
+    logger.warning("%s: %s is for a %dx%d patch grid; interpolating it bicubically to the %dx%d grid of this model",
+                   source, key, old_side, old_side, grid_size, grid_size)
+    table = paddle.to_tensor(np.asarray(pos, dtype=np.float32))
+    state_dict[key] = resample_abs_pos_embed(table, (grid_size, grid_size)).numpy().astype(pos.dtype)
+
+
 def init_trunc_normal(tensor: paddle.Tensor, std: float = 0.02, bound: float = 2.0) -> None:
     """Truncated normal with absolute bounds [-bound, bound] (timm's default, i.e. a plain normal at std .02)."""
     nn.initializer.TruncatedNormal(mean=0.0, std=std, a=-bound, b=bound)(tensor)
@@ -684,12 +702,29 @@ def init_ones(tensor: paddle.Tensor) -> None:
     nn.initializer.Constant(1.0)(tensor)
 
 
-def init_xavier_uniform_flat(weight: paddle.Tensor) -> None:
-    """Xavier-uniform on a conv weight viewed as [out, in*k*k] (fan_out = out), as upstream MIM init does."""
-    fan_out = weight.shape[0]
-    fan_in = int(np.prod(weight.shape[1:]))
+def init_xavier_uniform(weight: paddle.Tensor, fan_in: int, fan_out: int) -> None:
+    """U(+-sqrt(6 / (fan_in + fan_out))) with the fans given (e.g. those of a fused layer the weight is part of)."""
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     nn.initializer.Uniform(-limit, limit)(weight)
+
+
+def init_xavier_uniform_flat(weight: paddle.Tensor) -> None:
+    """Xavier-uniform on a conv weight viewed as [out, in*k*k] (fan_out = out), as upstream MIM init does."""
+    init_xavier_uniform(weight, int(np.prod(weight.shape[1:])), weight.shape[0])
+
+
+def init_torch_default(weight: paddle.Tensor, fan_in: int) -> None:
+    """PyTorch's default Linear / Conv init of weight and bias (kaiming-uniform, a = sqrt(5)): U(+-1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    nn.initializer.Uniform(-bound, bound)(weight)
+
+
+def init_conv_torch_default(conv: nn.Layer) -> None:
+    """PyTorch's default init of a conv's weight and bias (fan_in = in_channels x kernel area)."""
+    fan_in = int(np.prod(conv.weight.shape[1:]))
+    init_torch_default(conv.weight, fan_in)
+    if conv.bias is not None:
+        init_torch_default(conv.bias, fan_in)
 
 
 def init_vit_layer(layer: nn.Layer, std: float = 0.02, xavier: bool = False) -> None:

@@ -11,7 +11,7 @@ from paddlemix_eva.convert.evovit import detect, official_levit_prefixes
 from paddlemix_eva.models.evovit import EvoDeiT, EvoDeiTConfig, EvoLeViT, EvoLeViTConfig, RegNet, RegNetConfig
 from paddlemix_eva.models.evovit.evo_levit import representative_token
 from paddlemix_eva.models.evovit.levit_layers import subsample_grid
-from paddlemix_eva.models.evovit.selection import gather_tokens, scatter_tokens
+from paddlemix_eva.models.tokens import gather_tokens, scatter_tokens
 from paddlemix_eva.trainer.evovit import (
     LayerToStageCallback,
     adaptive_clip_gradients,

@@ -68,7 +68,6 @@ class TrunkSpec(PatchGrid):
     norm_eps: float = 1e-6
 
 
-
 def check_patch_grid(image_size: int, patch_size: int) -> None:
     """Refuse an input size the patch grid does not tile, naming the nearest sizes that it does."""
     if image_size % patch_size:

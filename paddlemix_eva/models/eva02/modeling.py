@@ -7,14 +7,13 @@ Two heads share one trunk: `EVA02VisionTransformer` (classifier, mean-pooled pat
 from __future__ import annotations
 
 import logging
-import math
 from typing import Dict, List, Optional
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ...layers import init_trunc_normal, resample_abs_pos_embed, scale_gradient
+from ...layers import init_trunc_normal, resample_checkpoint_pos_embed, scale_gradient
 from ..modeling_utils import EVAPretrainedModel
 from ..trunk import ViTTrunkMixin
 from .configuration import EVA02VisionTransformerConfig, EVA02VisionTransformerForMIMConfig
@@ -68,27 +67,7 @@ class EVA02PretrainedModel(ViTTrunkMixin, EVAPretrainedModel):
     ) -> Dict[str, np.ndarray]:
         """A checkpoint at another grid loads only by interpolating its pos_embed, and never silently."""
         state_dict = super().adapt_state_dict(state_dict, config, source)
-        pos = state_dict.get("pos_embed")
-        expected = config.num_patches + 1
-        if pos is not None and pos.ndim == 3 and pos.shape[1] != expected and pos.shape[2] == config.embed_dim:
-            old_side = int(round(math.sqrt(pos.shape[1] - 1)))
-            if old_side * old_side == pos.shape[1] - 1:
-                logger.warning(
-                    "%s: pos_embed is for a %dx%d patch grid (%d px at patch %d); interpolating it bicubically to "
-                    "the %dx%d grid of image_size=%d",
-                    source,
-                    old_side,
-                    old_side,
-                    old_side * config.patch_size,
-                    config.patch_size,
-                    config.grid_size,
-                    config.grid_size,
-                    config.image_size,
-                )
-                resampled = resample_abs_pos_embed(
-                    paddle.to_tensor(np.asarray(pos, dtype=np.float32)), (config.grid_size, config.grid_size)
-                )
-                state_dict["pos_embed"] = resampled.numpy().astype(pos.dtype)
+        resample_checkpoint_pos_embed(state_dict, "pos_embed", config.grid_size, config.embed_dim, source)
         return state_dict
 
 

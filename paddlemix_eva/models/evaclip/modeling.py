@@ -15,7 +15,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ...layers import CLIP_TEXT_NAMES, Block, make_layer_norm, resample_abs_pos_embed
+from ...layers import CLIP_TEXT_NAMES, Block, make_layer_norm, resample_checkpoint_pos_embed
 from ..modeling_utils import EVAPretrainedModel
 from ..trunk import ViTTrunkMixin
 from .configuration import EVACLIPConfig, EVACLIPTextConfig, EVACLIPVisionConfig
@@ -200,15 +200,5 @@ class EVACLIP(EVAPretrainedModel):
         if "logit_scale" in state_dict:
             state_dict["logit_scale"] = np.asarray(state_dict["logit_scale"], dtype=np.float32).reshape([1])
         vision = config.vision_config
-        pos = state_dict.get("visual.pos_embed")
-        expected = vision.grid_size**2 + 1
-        if pos is not None and pos.ndim == 3 and pos.shape[1] != expected and pos.shape[2] == vision.width:
-            logger.warning(
-                "%s: visual.pos_embed holds %d tokens, the %d px model needs %d; interpolating it bicubically",
-                source, pos.shape[1], vision.image_size, expected,
-            )
-            grid = (vision.grid_size, vision.grid_size)
-            state_dict["visual.pos_embed"] = resample_abs_pos_embed(
-                paddle.to_tensor(np.asarray(pos, np.float32)), grid
-            ).numpy().astype(pos.dtype)
+        resample_checkpoint_pos_embed(state_dict, "visual.pos_embed", vision.grid_size, vision.width, source)
         return state_dict

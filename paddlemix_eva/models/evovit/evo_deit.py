@@ -12,7 +12,6 @@ exactly DeiT with mean pooling.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -20,11 +19,12 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ...layers import init_trunc_normal, init_zeros, resample_abs_pos_embed
+from ...layers import init_conv_torch_default, init_trunc_normal, init_zeros, resample_checkpoint_pos_embed
 from ..modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
+from ..tokens import gather_tokens, scatter_tokens
 from ..trunk import ViTTrunkMixin
 from .configuration import EvoDeiTConfig
-from .selection import blend, gather_tokens, scatter_tokens, top_indices, with_cls_row
+from .selection import blend, top_indices, with_cls_row
 
 Logits = Union[paddle.Tensor, Tuple[paddle.Tensor, paddle.Tensor]]
 
@@ -96,10 +96,7 @@ class EvoDeiT(ConvertedWeightsMixin, ViTTrunkMixin, EVAPretrainedModel):
         """Upstream: tokens and Linears trunc-normal 0.02, biases 0, LayerNorms 1/0; the patch conv keeps
         PyTorch's default (uniform +-1/sqrt(fan_in) for weight and bias)."""
         self._init_trunk(std=0.02)
-        conv = self.patch_embed.proj
-        bound = 1.0 / math.sqrt(int(np.prod(conv.weight.shape[1:])))
-        nn.initializer.Uniform(-bound, bound)(conv.weight)
-        nn.initializer.Uniform(-bound, bound)(conv.bias)
+        init_conv_torch_default(self.patch_embed.proj)
         for head in (self.head, self.head_cls):
             if head is not None:
                 init_trunc_normal(head.weight, 0.02)
@@ -186,9 +183,5 @@ class EvoDeiT(ConvertedWeightsMixin, ViTTrunkMixin, EVAPretrainedModel):
     def adapt_state_dict(cls, state_dict: Dict[str, np.ndarray], config: EvoDeiTConfig, source: str):
         """A pos_embed for another grid is resampled bicubically (the 384 px models start from 224 px ones)."""
         state_dict = super().adapt_state_dict(state_dict, config, source)
-        pos = state_dict.get("pos_embed")
-        if pos is not None and pos.ndim == 3 and pos.shape[1] != config.num_patches + 1:
-            table = paddle.to_tensor(np.asarray(pos, dtype=np.float32))
-            resampled = resample_abs_pos_embed(table, (config.grid_size, config.grid_size))
-            state_dict["pos_embed"] = resampled.numpy().astype(pos.dtype)
+        resample_checkpoint_pos_embed(state_dict, "pos_embed", config.grid_size, config.embed_dim, source)
         return state_dict

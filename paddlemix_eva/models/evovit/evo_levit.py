@@ -21,9 +21,10 @@ import paddle.nn as nn
 
 from ...layers import init_trunc_normal
 from ..modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
+from ..tokens import gather_tokens, scatter_tokens
 from .configuration import EvoLeViTConfig, kept_tokens
 from .levit_layers import LeViTBlock, LeViTDownsample, LeViTStem, NormLinear, fuse_batch_norms, subsample_grid
-from .selection import blend, gather_tokens, scatter_tokens, top_indices
+from .selection import blend, top_indices
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ attention here also returns the cls query's attention over the patch keys, avera
 """
 from __future__ import annotations
 
-import math
 from typing import Tuple
 
 import paddle
@@ -14,13 +13,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ...flops import register_attention_products
-from ...layers import DropPath, init_ones, init_trunc_normal, init_zeros
-
-
-def init_torch_default(weight: paddle.Tensor, fan_in: int) -> None:
-    """PyTorch's default Linear / Conv init (kaiming-uniform, a = sqrt(5)): U(+-1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(fan_in)
-    nn.initializer.Uniform(-bound, bound)(weight)
+from ...layers import DropPath, init_ones, init_torch_default, init_trunc_normal, init_zeros
 
 
 def _init_batch_norm(bn: nn.Layer, weight: float) -> None:

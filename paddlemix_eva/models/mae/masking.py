@@ -11,6 +11,8 @@ from typing import NamedTuple, Optional
 
 import paddle
 
+from ..tokens import gather_tokens
+
 
 class MaskedTokens(NamedTuple):
     """Result of `random_masking`."""
@@ -35,13 +37,6 @@ def num_kept_tokens(num_patches: int, mask_ratio: float) -> int:
             f"{1 - mask_ratio:.4g}) = 0); lower the ratio"
         )
     return len_keep
-
-
-def gather_tokens(x: paddle.Tensor, index: paddle.Tensor) -> paddle.Tensor:
-    """x[n, index[n, j], :] for [N, L, D] tokens and an [N, K] index, with the index tiled to [N, K, D] explicitly
-    (index broadcasting in `take_along_axis` differs between Paddle versions)."""
-    tiled = index.unsqueeze(-1).expand([index.shape[0], index.shape[1], x.shape[-1]])
-    return paddle.take_along_axis(x, tiled, axis=1)
 
 
 def random_masking(x: paddle.Tensor, mask_ratio: float, noise: Optional[paddle.Tensor] = None) -> MaskedTokens:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import os
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -21,23 +19,22 @@ from ...layers import (
     Attention,
     Block,
     init_ones,
+    init_torch_default,
     init_trunc_normal,
+    init_xavier_uniform,
     init_xavier_uniform_flat,
     init_zeros,
-    resample_abs_pos_embed,
+    resample_checkpoint_pos_embed,
 )
 from ..modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
 from ..trunk import ViTTrunkMixin
 from .configuration import MAEConfig, MAEVisionTransformerConfig
-from .masking import gather_tokens, random_masking
+from ..tokens import gather_tokens
+from .masking import random_masking
 from .patches import normalize_patches, patchify
 from .pos_embed import sincos_2d_table
 
 logger = logging.getLogger(__name__)
-
-def _xavier_uniform(weight: paddle.Tensor, fan_in: int, fan_out: int) -> None:
-    limit = math.sqrt(6.0 / (fan_in + fan_out))
-    nn.initializer.Uniform(-limit, limit)(weight)
 
 
 class MAEPretrainedModel(ConvertedWeightsMixin, ViTTrunkMixin, EVAPretrainedModel):
@@ -152,14 +149,7 @@ class MAEVisionTransformer(MAEPretrainedModel):
             logger.info("%s: dropping its %d-class head (this model has %d classes)", source, head.shape[-1],
                         config.num_classes)
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith(("head.", "head_norm."))}
-        pos = state_dict.get("pos_embed")
-        if pos is not None and pos.ndim == 3 and pos.shape[1] != config.num_patches + 1:
-            old_side = int(round(math.sqrt(pos.shape[1] - 1)))
-            logger.warning("%s: pos_embed is for a %dx%d patch grid; resampling it bicubically to %dx%d (image_size "
-                           "%d)", source, old_side, old_side, config.grid_size, config.grid_size, config.image_size)
-            table = paddle.to_tensor(np.asarray(pos, dtype=np.float32))
-            resampled = resample_abs_pos_embed(table, (config.grid_size, config.grid_size))
-            state_dict["pos_embed"] = resampled.numpy().astype(pos.dtype)
+        resample_checkpoint_pos_embed(state_dict, "pos_embed", config.grid_size, config.embed_dim, source)
         return state_dict
 
 
@@ -197,15 +187,14 @@ class MAEForPretraining(MAEPretrainedModel):
         for layer in self.sublayers(include_self=False):
             if isinstance(layer, nn.Linear):
                 fan_in, fan_out = layer.weight.shape
-                _xavier_uniform(layer.weight, fan_in, fan_out * (3 if id(layer) in fused_qkv else 1))
+                init_xavier_uniform(layer.weight, fan_in, fan_out * (3 if id(layer) in fused_qkv else 1))
                 init_zeros(layer.bias)
             elif isinstance(layer, nn.LayerNorm):
                 init_ones(layer.weight)
                 init_zeros(layer.bias)
         conv = self.patch_embed.proj
         init_xavier_uniform_flat(conv.weight)
-        bound = 1.0 / math.sqrt(int(np.prod(conv.weight.shape[1:])))
-        nn.initializer.Uniform(-bound, bound)(conv.bias)
+        init_torch_default(conv.bias, int(np.prod(conv.weight.shape[1:])))
         init_trunc_normal(self.cls_token, 0.02)
         init_trunc_normal(self.mask_token, 0.02)
 
