@@ -36,6 +36,7 @@ def load_classifier_for_inference(name_or_dir: str) -> paddle.nn.Layer:
     head (MIM students, CLIP towers), whose "predictions" would be random."""
     from . import zoo
     from .models import EVA02VisionTransformer
+    from .models.auto import saved_model_type
 
     if not os.path.isdir(name_or_dir):
         entry = zoo.find_entry(name_or_dir)
@@ -45,23 +46,13 @@ def load_classifier_for_inference(name_or_dir: str) -> paddle.nn.Layer:
                 f"one, e.g. {', '.join(n for n in zoo.list_models('*ft_in1k*')[:2])}"
             )
     else:
-        model_type = _directory_model_type(name_or_dir)
+        model_type = saved_model_type(name_or_dir)
         if model_type not in (None, EVA02VisionTransformer.config_class.model_type):
             raise ValueError(
                 f"{name_or_dir} holds a {model_type!r} model, not a classifier "
                 f"({EVA02VisionTransformer.config_class.model_type!r})"
             )
     return EVA02VisionTransformer.from_pretrained(name_or_dir).eval()
-
-
-def _directory_model_type(directory: str) -> Optional[str]:
-    import json
-
-    path = os.path.join(directory, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{directory} has no config.json: not a saved or converted model directory")
-    with open(path) as f:
-        return json.load(f).get("model_type")
 
 
 def _as_runner(model_or_name: ModelOrName) -> Tuple[Callable[[np.ndarray], np.ndarray], Any, Optional[Callable]]:

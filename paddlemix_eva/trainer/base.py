@@ -96,10 +96,14 @@ def check_run_arguments(args: EVATrainingArguments) -> None:
         args.gradient_accumulation_steps = args.accum_freq
 
 
+def effective_batch_size(args: EVATrainingArguments) -> int:
+    """Samples per optimizer step: per-device batch x gradient accumulation x data-parallel ranks."""
+    return args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.dataset_world_size)
+
+
 def apply_save_epochs(args: EVATrainingArguments, num_samples: int) -> int:
     """Translate `--save_epochs` into save steps for a dataset of `num_samples`; returns the steps per epoch."""
-    global_batch = args.per_device_train_batch_size * max(1, args.dataset_world_size)
-    steps_per_epoch = max(1, num_samples // global_batch // args.gradient_accumulation_steps)
+    steps_per_epoch = max(1, num_samples // effective_batch_size(args))
     if args.save_epochs > 0:
         args.save_strategy = IntervalStrategy.STEPS
         args.save_steps = max(1, int(round(args.save_epochs * steps_per_epoch)))
@@ -123,8 +127,9 @@ def train_and_save(trainer: Trainer, title: str, num_samples: int) -> dict:
     trainer.save_model()
     trainer.save_metrics("train", result.metrics)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    logger.info("%s done: %d steps (%.2f epochs of %d samples) in %.0f s, %.1f samples/s; loss %s -> %s; saved in %s",
-                title, trainer.state.global_step, trainer.state.epoch or 0.0, num_samples, time.time() - start,
+    logger.info("%s done: %d steps (%.2f epochs of %d samples, effective batch %d) in %.0f s, %.1f samples/s; "
+                "loss %s -> %s; saved in %s", title, trainer.state.global_step, trainer.state.epoch or 0.0,
+                num_samples, effective_batch_size(args), time.time() - start,
                 result.metrics.get("train_samples_per_second", math.nan), f"{losses[0]:.4f}" if losses else "n/a",
                 f"{losses[-1]:.4f}" if losses else "n/a", args.output_dir)
     return result.metrics

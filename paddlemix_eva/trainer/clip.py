@@ -9,7 +9,7 @@ import paddle
 from paddlenlp.trainer import TrainerCallback
 
 from ..losses import clip_contrastive_loss
-from .base import EVATrainer, apply_save_epochs, check_run_arguments, seed_everything
+from .base import EVATrainer, apply_save_epochs, check_run_arguments, seed_everything, train_and_save
 
 
 def collate_image_text(samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
@@ -82,8 +82,4 @@ def run_clip_pretraining(model_args, data_args, training_args):
     )
     apply_save_epochs(training_args, len(dataset))
     trainer = CLIPTrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collate_image_text)
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    return result.metrics
+    return train_and_save(trainer, "EVA-CLIP contrastive training", len(dataset))

@@ -4,7 +4,6 @@ auxiliary cls-token loss and the layer-to-stage switch at 2/3 of training. The d
 EMA and evaluation are the fine-tuning runner's (`trainer/finetune.py`)."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -15,6 +14,8 @@ import paddle
 import paddle.nn.functional as F
 from paddlenlp.trainer import TrainerCallback
 
+from ..models.auto import model_class_for
+from .base import effective_batch_size
 from .finetune import DeiTRecipeDataArguments, FinetuneArguments, FinetuneModelArguments, FinetuneTrainer
 from .finetune import run_finetuning, soft_target_cross_entropy
 
@@ -198,30 +199,9 @@ class EvoTrainer(FinetuneTrainer):
 
 
 # ------------------------------------------------------------------------------------------ loading
-def classifier_class_for(name_or_dir: str):
-    """The paddlemix-eva model class of a zoo name or a saved model directory (any family)."""
-    from .. import models, zoo
-
-    if not os.path.isdir(name_or_dir):
-        return zoo.get_entry(name_or_dir).load_class()
-    config_path = os.path.join(name_or_dir, "config.json")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{name_or_dir} has no config.json: not a saved or converted model directory")
-    with open(config_path) as f:
-        model_type = json.load(f).get("model_type")
-    classes = [c for c in vars(models).values()
-               if isinstance(c, type) and issubclass(c, models.EVAPretrainedModel)
-               and c is not models.EVAPretrainedModel]
-    for cls in classes:
-        if getattr(cls.config_class, "model_type", None) == model_type:
-            return cls
-    raise ValueError(f"{name_or_dir}: model_type {model_type!r} is none of paddlemix-eva's classifiers "
-                     f"({sorted(c.config_class.model_type for c in classes)})")
-
-
 def load_teacher(name_or_dir: str) -> paddle.nn.Layer:
     """A frozen classifier in eval mode with its weights (zoo name or directory)."""
-    teacher = classifier_class_for(name_or_dir).from_pretrained(name_or_dir)
+    teacher = model_class_for(name_or_dir).from_pretrained(name_or_dir)
     teacher.eval()
     logger.info("teacher %s (%s)", name_or_dir, type(teacher).__name__)
     return teacher
@@ -238,7 +218,7 @@ def load_evo_model(name_or_dir: str, num_classes: int, input_size: Optional[int]
         overrides["image_size"] = input_size
     if drop_path is not None:
         overrides["drop_path_rate"] = drop_path
-    model_class = classifier_class_for(name_or_dir)
+    model_class = model_class_for(name_or_dir)
     if not hasattr(model_class, "set_stage_wise"):
         raise ValueError(f"{name_or_dir} is a {model_class.__name__}, not an Evo-ViT model")
     if os.path.isdir(name_or_dir):
@@ -258,8 +238,7 @@ def run_evo_training(model_args: EvoModelArguments, data_args: EvoDataArguments,
     if (model_args.distillation_type == "hard") != (model_args.teacher is not None):
         raise ValueError("--distillation_type hard needs --teacher NAME_OR_DIR, and --teacher needs it")
     if args.blr is not None:
-        global_batch = (args.per_device_train_batch_size * max(1, args.dataset_world_size)
-                        * args.gradient_accumulation_steps)
+        global_batch = effective_batch_size(args)
         args.learning_rate = args.blr * global_batch / 512
         logger.info("learning rate %g = blr %g x global batch %d / 512", args.learning_rate, args.blr, global_batch)
     teacher = load_teacher(model_args.teacher) if model_args.teacher else None

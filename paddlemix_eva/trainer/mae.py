@@ -20,6 +20,7 @@ from .base import (
     EVATrainingArguments,
     apply_save_epochs,
     check_run_arguments,
+    effective_batch_size,
     seed_everything,
     train_and_save,
 )
@@ -40,8 +41,7 @@ logger = logging.getLogger(__name__)
 def resolve_learning_rate(args) -> float:
     """Set `args.learning_rate` to blr x (per-device batch x accumulation x data-parallel ranks) / 256 when it was
     not given; an explicit `--learning_rate` wins (and is logged as such)."""
-    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(
-        1, args.dataset_world_size)
+    effective_batch = effective_batch_size(args)
     if args.learning_rate is None:
         args.learning_rate = args.blr * effective_batch / 256
         logger.info("learning rate %.6g = blr %g x effective batch %d / 256", args.learning_rate, args.blr,

@@ -3,9 +3,7 @@ loss, upstream's schedules, grad-norm logging and the run entry point used by `r
 from __future__ import annotations
 
 import logging
-import math
 import os
-import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -14,7 +12,14 @@ import paddle.distributed as dist
 
 from ..mim_data import MIMPretrainDataset, collate_mim
 from ..transforms import CLIP_MEAN, CLIP_STD
-from .base import EVATrainer, EVATrainingArguments, apply_save_epochs, check_run_arguments, seed_everything
+from .base import (
+    EVATrainer,
+    EVATrainingArguments,
+    apply_save_epochs,
+    check_run_arguments,
+    seed_everything,
+    train_and_save,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -172,19 +177,6 @@ def run_mim_pretraining(model_args: MIMModelArguments, data_args: MIMDataArgumen
         teacher_std=data_args.teacher_image_std,
         seed=args.seed,
     )
-    global_batch = args.per_device_train_batch_size * max(1, args.dataset_world_size)
     apply_save_epochs(args, len(dataset))
     trainer = MIMTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_mim)
-    start = time.time()
-    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.save_metrics("train", result.metrics)
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    logger.info(
-        "MIM pre-training done: %d steps (%.2f epochs of %d images, global batch %d) in %.0f s, %.1f samples/s; "
-        "loss %s -> %s; student saved in %s",
-        trainer.state.global_step, trainer.state.epoch or 0.0, len(dataset), global_batch, time.time() - start,
-        result.metrics.get("train_samples_per_second", math.nan), f"{losses[0]:.4f}" if losses else "n/a",
-        f"{losses[-1]:.4f}" if losses else "n/a", args.output_dir,
-    )
-    return trainer, result.metrics
+    return trainer, train_and_save(trainer, "MIM pre-training", len(dataset))

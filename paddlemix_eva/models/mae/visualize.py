@@ -7,7 +7,6 @@ back to pixels with each patch's own mean and variance, as in the MAE paper's fi
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Dict, Optional
@@ -17,6 +16,7 @@ import paddle
 from PIL import Image
 
 from ...transforms import EvalTransform, ImageLike
+from ..auto import model_class_for
 from .modeling import MAEForPretraining
 from .patches import NORM_PIX_EPS, patch_statistics, patchify, unpatchify
 
@@ -28,17 +28,7 @@ MASK_GREY = 0.5
 
 def load_autoencoder(name_or_dir: str) -> MAEForPretraining:
     """An MAE pre-training model (with decoder) in eval mode; refuses classifiers and encoders, which have none."""
-    from ... import zoo
-
-    if os.path.isdir(name_or_dir):
-        config_path = os.path.join(name_or_dir, "config.json")
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"{name_or_dir} has no config.json: not a saved or converted model directory")
-        with open(config_path, encoding="utf-8") as f:
-            model_type = json.load(f).get("model_type")
-    else:
-        entry = zoo.get_entry(name_or_dir)
-        model_type = entry.load_class().config_class.model_type
+    model_type = model_class_for(name_or_dir).config_class.model_type
     if model_type != MAEForPretraining.config_class.model_type:
         raise ValueError(
             f"{name_or_dir} is a {model_type!r} model without an MAE decoder; reconstruction needs a pre-training "
