@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Dict, Tuple, Type
 
 import numpy as np
@@ -16,33 +15,26 @@ from ..models.eva02 import (
     EVA02VisionTransformerForMIM,
     EVA02VisionTransformerForMIMConfig,
 )
+from .shapes import count_blocks, mlp_ratio_for, require_tensor
 
 logger = logging.getLogger(__name__)
 StateDict = Dict[str, np.ndarray]
 EVA02_HEAD_DIM = 64  # every released EVA-02 uses 64-d heads; shapes alone cannot tell the head count
 
 
-def _require(state: StateDict, key: str, source: str) -> np.ndarray:
-    if key not in state:
-        raise KeyError(f"{source}: cannot infer the architecture, key {key!r} is missing (found e.g. {list(state)[:5]})")
-    return state[key]
-
-
 def infer_eva02(state: StateDict, source: str = "checkpoint") -> Tuple[Type, EVA02VisionTransformerConfig]:
     """Model class and config of a PaddleMIX-layout EVA-02 state dict, read from tensor shapes."""
-    cls_token = _require(state, "cls_token", source)
-    conv = _require(state, "patch_embed.proj.weight", source)
-    pos = _require(state, "pos_embed", source)
+    cls_token = require_tensor(state, "cls_token", source)
+    conv = require_tensor(state, "patch_embed.proj.weight", source)
+    pos = require_tensor(state, "pos_embed", source)
     embed_dim = int(cls_token.shape[-1])
     patch_size = int(conv.shape[-1])
     grid = int(round(np.sqrt(pos.shape[1] - 1)))
-    layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
+    layers = count_blocks(state, r"blocks\.(\d+)\.", source)
     swiglu = "blocks.0.mlp.w1.weight" in state
     hidden_key = "blocks.0.mlp.w1.weight" if swiglu else "blocks.0.mlp.fc1.weight"
-    hidden = int(_require(state, hidden_key, source).shape[1])
-    mlp_ratio = hidden / embed_dim
-    if int(embed_dim * mlp_ratio) != hidden:
-        mlp_ratio = (hidden + 0.5) / embed_dim
+    hidden = int(require_tensor(state, hidden_key, source).shape[1])
+    mlp_ratio = mlp_ratio_for(hidden, embed_dim)
     subln = "blocks.0.mlp.ffn_ln.weight" in state
     fields = dict(
         image_size=grid * patch_size,
@@ -62,7 +54,7 @@ def infer_eva02(state: StateDict, source: str = "checkpoint") -> Tuple[Type, EVA
     )
     logger.info("%s: inferred EVA-02 with %s (heads assume head dim %d)", source, fields, EVA02_HEAD_DIM)
     if "mask_token" in state or "lm_head.weight" in state:
-        fields["predict_feature_dim"] = int(_require(state, "lm_head.weight", source).shape[1])
+        fields["predict_feature_dim"] = int(require_tensor(state, "lm_head.weight", source).shape[1])
         return EVA02VisionTransformerForMIM, EVA02VisionTransformerForMIMConfig(**fields)
     fields["num_classes"] = int(state["head.weight"].shape[1]) if "head.weight" in state else 0
     fields["use_mean_pooling"] = "fc_norm.weight" in state or "norm.weight" not in state

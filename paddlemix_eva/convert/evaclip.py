@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Dict, Tuple, Type
 
 import numpy as np
 
 from ..models.evaclip import EVACLIP, EVACLIPConfig
-from .eva02 import _require
+from .shapes import count_blocks, mlp_ratio_for, require_tensor
 
 logger = logging.getLogger(__name__)
 StateDict = Dict[str, np.ndarray]
@@ -18,15 +17,11 @@ GELU_TOWER_HEAD_WIDTHS = (88, 112, 64)
 TEXT_HEAD_DIM = 64  # every CLIP text tower
 
 
-def _depth(state: StateDict, pattern: str) -> int:
-    return 1 + max(int(m.group(1)) for k in state if (m := re.match(pattern, k)))
-
-
 def infer_evaclip(state: StateDict, source: str = "checkpoint") -> Tuple[Type, EVACLIPConfig]:
     """Model class and config of a PaddleMIX-layout EVA-CLIP state dict, read from tensor shapes."""
-    width = int(_require(state, "visual.cls_token", source).shape[-1])
-    conv = _require(state, "visual.patch_embed.proj.weight", source)
-    grid = int(round(np.sqrt(_require(state, "visual.pos_embed", source).shape[1] - 1)))
+    width = int(require_tensor(state, "visual.cls_token", source).shape[-1])
+    conv = require_tensor(state, "visual.patch_embed.proj.weight", source)
+    grid = int(round(np.sqrt(require_tensor(state, "visual.pos_embed", source).shape[1] - 1)))
     swiglu = "visual.blocks.0.mlp.w1.weight" in state
     hidden = int(state["visual.blocks.0.mlp.w1.weight" if swiglu else "visual.blocks.0.mlp.fc1.weight"].shape[1])
     # post-norm blocks (EVA-02-CLIP-E) cannot be told from pre-norm ones by shapes; the width identifies them
@@ -34,9 +29,9 @@ def infer_evaclip(state: StateDict, source: str = "checkpoint") -> Tuple[Type, E
         image_size=grid * int(conv.shape[-1]),
         patch_size=int(conv.shape[-1]),
         width=width,
-        layers=_depth(state, r"visual\.blocks\.(\d+)\."),
+        layers=count_blocks(state, r"visual\.blocks\.(\d+)\.", source),
         head_width=64 if swiglu else next((h for h in GELU_TOWER_HEAD_WIDTHS if width % h == 0), 64),
-        mlp_ratio=hidden / width if int(width * (hidden / width)) == hidden else (hidden + 0.5) / width,
+        mlp_ratio=mlp_ratio_for(hidden, width),
         qkv_bias="visual.blocks.0.attn.q_proj.bias" in state,
         rope=swiglu,
         pt_hw_seq_len=16,
@@ -47,14 +42,14 @@ def infer_evaclip(state: StateDict, source: str = "checkpoint") -> Tuple[Type, E
         postnorm=width == 1792,
         use_mean_pooling=False,
     )
-    text_width = int(_require(state, "text.token_embedding.weight", source).shape[1])
+    text_width = int(require_tensor(state, "text.token_embedding.weight", source).shape[1])
     text = dict(
-        context_length=int(_require(state, "text.positional_embedding", source).shape[0]),
+        context_length=int(require_tensor(state, "text.positional_embedding", source).shape[0]),
         vocab_size=int(state["text.token_embedding.weight"].shape[0]),
         width=text_width,
         heads=text_width // TEXT_HEAD_DIM,
-        layers=_depth(state, r"text\.transformer\.resblocks\.(\d+)\."),
+        layers=count_blocks(state, r"text\.transformer\.resblocks\.(\d+)\.", source),
     )
-    embed_dim = int(_require(state, "text.text_projection", source).shape[1])
+    embed_dim = int(require_tensor(state, "text.text_projection", source).shape[1])
     logger.info("%s: inferred EVA-CLIP embed_dim=%d vision=%s text=%s", source, embed_dim, vision, text)
     return EVACLIP, EVACLIPConfig(embed_dim=embed_dim, vision_cfg=vision, text_cfg=text)

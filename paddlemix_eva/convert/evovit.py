@@ -17,6 +17,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from ..checkpoint import CheckpointError, StateDict
+from .shapes import count_blocks, mlp_ratio_for, require_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -78,16 +79,14 @@ def _convert_deit(state: StateDict, source: str):
     out: StateDict = {}
     for key, value in state.items():
         out.update(_deit_key(key, value))
-    for required in ("patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight"):
-        if required not in out:
-            raise CheckpointError(f"{source}: an Evo-DeiT checkpoint without {required!r} (found {sorted(out)[:8]})")
-    conv, pos = out["patch_embed.proj.weight"], out["pos_embed"]
+    conv, pos = require_tensor(out, "patch_embed.proj.weight", source), require_tensor(out, "pos_embed", source)
+    hidden = int(require_tensor(out, "blocks.0.mlp.fc1.weight", source).shape[1])
     width, patch = int(conv.shape[0]), int(conv.shape[-1])
     grid = int(round(np.sqrt(pos.shape[1] - 1)))
-    depth = 1 + max(int(m.group(1)) for k in out if (m := re.match(r"blocks\.(\d+)\.", k)))
+    depth = count_blocks(out, r"blocks\.(\d+)\.", source)
     config = EvoDeiTConfig(
         image_size=grid * patch, patch_size=patch, in_chans=int(conv.shape[1]), embed_dim=width, layers=depth,
-        num_heads=max(1, width // DEIT_HEAD_DIM), mlp_ratio=out["blocks.0.mlp.fc1.weight"].shape[1] / width,
+        num_heads=max(1, width // DEIT_HEAD_DIM), mlp_ratio=mlp_ratio_for(hidden, width),
         num_classes=int(out["head.weight"].shape[1]) if "head.weight" in out else 0, cls_head="head_cls.weight" in out,
     )
     logger.info("%s: Evo-DeiT, width %d, %d heads, %d px", source, width, config.num_heads, config.image_size)

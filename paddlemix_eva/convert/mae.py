@@ -16,6 +16,7 @@ import numpy as np
 
 from ..checkpoint import CheckpointError, StateDict
 from .keymaps import is_clip_state_dict, vision_to_paddlemix
+from .shapes import count_blocks, mlp_ratio_for, require_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -57,36 +58,23 @@ def to_paddle_layout(state: StateDict, fmt: str) -> StateDict:
     return converted
 
 
-def _require(state: StateDict, key: str, source: str) -> np.ndarray:
-    if key not in state:
-        raise CheckpointError(
-            f"{source}: not an MAE / ViT checkpoint I can read, key {key!r} is missing (found e.g. {sorted(state)[:6]})"
-        )
-    return state[key]
-
-
-def _depth(state: StateDict, prefix: str) -> int:
-    ids = [int(m.group(1)) for k in state if (m := re.match(rf"{prefix}\.(\d+)\.", k))]
-    return 1 + max(ids) if ids else 0
-
-
 def infer_architecture(state: StateDict, source: str = "checkpoint") -> Tuple[Type, object]:
     """Model class and config of a converted (Paddle-layout) MAE state dict, read from tensor shapes."""
     from ..models.mae import MAEConfig, MAEForPretraining, MAEVisionTransformer, MAEVisionTransformerConfig
 
-    conv = _require(state, "patch_embed.proj.weight", source)
-    pos = _require(state, "pos_embed", source)
+    conv = require_tensor(state, "patch_embed.proj.weight", source)
+    pos = require_tensor(state, "pos_embed", source)
     embed_dim, in_chans, patch_size = int(conv.shape[0]), int(conv.shape[1]), int(conv.shape[-1])
     grid = int(round(np.sqrt(pos.shape[1] - 1)))
-    hidden = int(_require(state, "blocks.0.mlp.fc1.weight", source).shape[1])
+    hidden = int(require_tensor(state, "blocks.0.mlp.fc1.weight", source).shape[1])
     fields: Dict[str, object] = dict(
         image_size=grid * patch_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
-        layers=_depth(state, "blocks"), num_heads=MAE_HEADS.get(embed_dim, max(1, embed_dim // DEFAULT_HEAD_DIM)),
-        mlp_ratio=hidden / embed_dim,
+        layers=count_blocks(state, r"blocks\.(\d+)\.", source), num_heads=MAE_HEADS.get(embed_dim, max(1, embed_dim // DEFAULT_HEAD_DIM)),
+        mlp_ratio=mlp_ratio_for(hidden, embed_dim),
     )
     if "decoder_embed.weight" in state:
         decoder_dim = int(state["decoder_embed.weight"].shape[1])
-        fields.update(decoder_embed_dim=decoder_dim, decoder_layers=_depth(state, "decoder_blocks"),
+        fields.update(decoder_embed_dim=decoder_dim, decoder_layers=count_blocks(state, r"decoder_blocks\.(\d+)\.", source),
                       decoder_num_heads=max(1, decoder_dim // DECODER_HEAD_DIM))
         logger.info("%s: MAE pre-training model %s; norm_pix_loss cannot be read from weights (default True; the "
                     "official mae_visualize_* models were trained without it)", source, fields)
