@@ -30,7 +30,14 @@ import paddle
 from paddlemix_eva import zoo
 from paddlemix_eva.models.evovit import EvoDeiT
 from paddlemix_eva.runtime import cpuinfo_field, set_cpu_threads
-from timing import markdown_table, time_in_rounds
+from timing import (
+    add_timing_arguments,
+    csv_list,
+    markdown_table,
+    parse_timing_arguments,
+    setup_logging,
+    time_in_rounds,
+)
 
 SIZES = {"Ti": "evo_deit_tiny_patch16_224", "S": "evo_deit_small_patch16_224", "B": "evo_deit_base_patch16_224",
          **{f"LeViT-{size}": f"evo_levit_{size}" for size in ("128S", "128", "192", "256", "384")}}
@@ -82,23 +89,13 @@ def runners_for(args, evo, plain, images: np.ndarray) -> Dict[str, Callable[[], 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="S", choices=list(SIZES), help="Evo-DeiT size or LeViT-<size>")
-    parser.add_argument("--batches", default="8,32", help="comma-separated batch sizes")
     parser.add_argument("--backends", default="dygraph,inference", help="comma-separated, from: " + ",".join(BACKENDS))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per runner before timing")
-    parser.add_argument("--runs", type=int, default=9, help="timed calls per runner (the median is reported)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds the timed calls are spread over")
-    parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown to FILE")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    for noisy in ("paddlemix_eva", "paddlenlp"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    add_timing_arguments(parser, batches="8,32")
+    args = parse_timing_arguments(parser, argv)
+    setup_logging()
+    args.backends = csv_list(args.backends)
     if not args.backends or any(b not in BACKENDS for b in args.backends):
         parser.error(f"--backends must name some of {', '.join(BACKENDS)}")
-    if not args.batches or min(args.batches) < 1 or args.runs < 1 or not 1 <= args.rounds <= args.runs:
-        parser.error("--batches and --runs must be >= 1 and 1 <= --rounds <= --runs")
 
     set_cpu_threads(args.threads)
     paddle.seed(0)

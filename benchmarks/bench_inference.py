@@ -32,7 +32,14 @@ import paddle
 
 from paddlemix_eva import layers
 from paddlemix_eva.runtime import set_cpu_threads, tune_glibc_malloc
-from timing import markdown_table, time_in_rounds
+from timing import (
+    add_timing_arguments,
+    csv_list,
+    markdown_table,
+    parse_timing_arguments,
+    setup_logging,
+    time_in_rounds,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO = {"Ti": "eva02_Ti_pt_in21k_ft_in1k_p14", "S": "eva02_S_pt_in21k_ft_in1k_p14"}
@@ -112,11 +119,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="Ti,S", help="comma-separated, from: " + ",".join(ZOO))
     parser.add_argument("--sizes", default="224,336", help="comma-separated input sizes (multiples of 14)")
-    parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
-    parser.add_argument("--threads", type=int, default=2, help="compute threads for torch and paddle")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs per model before timing")
-    parser.add_argument("--runs", type=int, default=9, help="timed runs per model (the median is reported)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds the timed runs are spread over")
+    add_timing_arguments(parser, batches="1,8")
     parser.add_argument(
         "--backends", default="dygraph,inference,inference-bf16",
         help="our backends, comma-separated, from: " + ",".join(BACKENDS)
@@ -133,16 +136,12 @@ def main(argv=None) -> int:
         help="paddlemix_eva.runtime.tune_glibc_malloc() first (affects timm and ours alike)",
     )
     parser.add_argument("--no-timm", action="store_true", help="time our backends only")
-    parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown to FILE")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    for noisy in ("paddlemix_eva", "paddlenlp"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = parse_timing_arguments(parser, argv)
+    setup_logging()
 
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    args.models = csv_list(args.models)
+    args.sizes = csv_list(args.sizes, int)
+    args.backends = csv_list(args.backends)
     for model in args.models:
         if model not in ZOO:
             parser.error(f"unknown model {model!r}; choose from {', '.join(ZOO)}")
@@ -154,9 +153,6 @@ def main(argv=None) -> int:
             parser.error(f"size {size} is not a multiple of the patch size 14")
     if not args.backends:
         parser.error("--backends is empty")
-    if not args.batches or min(args.batches) < 1 or args.threads < 1 or args.runs < 1 or args.warmup < 0 \
-            or not 1 <= args.rounds <= args.runs:
-        parser.error("--batches, --threads and --runs must be >= 1, --warmup >= 0, 1 <= --rounds <= --runs")
     if "inference-bf16" in args.backends:
         from paddlemix_eva.inference_backend import cpu_has_bf16
 

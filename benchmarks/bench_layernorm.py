@@ -22,7 +22,7 @@ import paddle.nn.functional as F
 
 from paddlemix_eva import ops, zoo
 from paddlemix_eva.runtime import configure_training_runtime
-from timing import time_in_rounds
+from timing import setup_logging, time_in_rounds
 
 SHAPES = ([8, 257, 192], [8, 577, 384], [8, 1025, 1024], [8, 257, 2730])
 logger = logging.getLogger("bench_layernorm")
@@ -87,9 +87,7 @@ def main(argv=None) -> int:
     parser.add_argument("--step-size", type=int, default=224, help="input size of the EVA-02 Ti training step")
     parser.add_argument("--step-runs", type=int, default=6, help="timed training steps per LayerNorm")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    for noisy in ("paddlemix_eva", "paddlenlp", "paddlemix_eva_ops"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging("paddlemix_eva_ops")
     try:
         from paddlemix_eva_ops import fused_layer_norm
     except ImportError as err:
