@@ -1,6 +1,5 @@
 """MAE: sin-cos table, masking, patchify, the autoencoder against a torch reference built from timm blocks, the
 classifier against timm's ViT, conversion, pre-training / fine-tuning / linear probing, data parallel, pictures."""
-import json
 import logging
 import os
 import subprocess
@@ -11,6 +10,7 @@ import numpy as np
 import paddle
 import pytest
 from PIL import Image, ImageDraw
+from launch import logged_losses, script_command
 from peers import import_timm, make_sensitive, seeded_images, torch_state_dict
 
 from paddlemix_eva import zoo
@@ -406,14 +406,12 @@ def test_a_few_pretraining_steps_lower_the_loss(image_dir, tmp_path):
 
 
 def _run_pretrain_script(out_dir, config_dir, image_dir, nproc, per_device, *extra):
-    cmd = [PRETRAIN_SCRIPT, "--do_train", "--data_path", str(image_dir), "--model", str(config_dir),
-           "--output_dir", str(out_dir), "--per_device_train_batch_size", str(per_device), "--blr", "0.03",
-           "--max_steps", "4", "--warmup_steps", "1", "--logging_steps", "1", "--save_epochs", "0", "--save_steps",
-           "4", "--seed", "0", "--dataloader_num_workers", "0", "--disable_tqdm", "true", *extra]
-    if nproc > 1:
-        cmd = ["-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir", f"{out_dir}_log"] + cmd
-    return subprocess.Popen([sys.executable] + cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=str(out_dir.parent))
+    args = ["--do_train", "--data_path", str(image_dir), "--model", str(config_dir), "--output_dir", str(out_dir),
+            "--per_device_train_batch_size", str(per_device), "--blr", "0.03", "--max_steps", "4", "--warmup_steps",
+            "1", "--logging_steps", "1", "--save_epochs", "0", "--save_steps", "4", "--seed", "0",
+            "--dataloader_num_workers", "0", "--disable_tqdm", "true", *extra]
+    return subprocess.Popen(script_command(PRETRAIN_SCRIPT, args, nproc, f"{out_dir}_log"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=str(out_dir.parent))
 
 
 @pytest.mark.slow
@@ -429,8 +427,7 @@ def test_two_processes_equal_one_on_the_same_global_batch(config_dir, image_dir,
         output, _ = proc.communicate(timeout=600)
         log = tmp_path / f"{name}_log" / "workerlog.0"
         assert proc.returncode == 0, (output + (log.read_text() if log.exists() else ""))[-4000:]
-        with open(tmp_path / name / "checkpoint-4" / "trainer_state.json") as f:
-            histories[name] = {e["step"]: e for e in json.load(f)["log_history"] if "loss" in e}
+        histories[name] = logged_losses(tmp_path / name / "checkpoint-4")
     one = histories["single"]
     for layout in ("dp2", "sharding2"):
         two = histories[layout]

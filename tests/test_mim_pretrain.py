@@ -1,20 +1,18 @@
 """EVA-02 masked image modeling: masking, data pipeline, loss, teacher freezing, training, distribution, resume."""
-import json
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import paddle
 import pytest
 from PIL import Image, ImageDraw
+from launch import logged_losses, script_command
 
+from paddlemix_eva.datasets import GlobalBatchSampler, list_images
 from paddlemix_eva.masking import MaskingGenerator
-from paddlemix_eva.datasets import GlobalBatchSampler
-from paddlemix_eva.datasets import list_images
 from paddlemix_eva.mim_data import MIMPretrainDataset, collate_mim
 from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretrainConfig
 from paddlemix_eva.models.eva02.zoo_table import eva02_config
@@ -213,14 +211,11 @@ def test_grid_mismatch_and_parallel_layouts_are_refused_before_training():
 
 # ---------------------------------------------------------------------------------------- training
 def _run_script(out_dir, composite_dir, image_dir, *extra, nproc=1, per_device=8, wait=True):
-    cmd = [SCRIPT, "--do_train", "--data_path", str(image_dir), "--model", str(composite_dir),
-           "--output_dir", str(out_dir), "--per_device_train_batch_size", str(per_device), "--learning_rate", "1e-3",
-           "--logging_steps", "1", "--seed", "0", "--dataloader_num_workers", "0", "--disable_tqdm", "true", *extra]
-    if nproc > 1:
-        cmd = ["-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir",
-               str(out_dir) + "_log"] + cmd
-    proc = subprocess.Popen([sys.executable] + cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=str(out_dir.parent))
+    args = ["--do_train", "--data_path", str(image_dir), "--model", str(composite_dir), "--output_dir", str(out_dir),
+            "--per_device_train_batch_size", str(per_device), "--learning_rate", "1e-3", "--logging_steps", "1",
+            "--seed", "0", "--dataloader_num_workers", "0", "--disable_tqdm", "true", *extra]
+    proc = subprocess.Popen(script_command(SCRIPT, args, nproc, str(out_dir) + "_log"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=str(out_dir.parent))
     if not wait:
         return proc
     output, _ = proc.communicate(timeout=900)
@@ -230,16 +225,10 @@ def _run_script(out_dir, composite_dir, image_dir, *extra, nproc=1, per_device=8
     return output
 
 
-def _history(checkpoint_dir):
-    with open(os.path.join(checkpoint_dir, "trainer_state.json")) as f:
-        log = json.load(f)["log_history"]
-    return {e["step"]: e for e in log if "loss" in e}
-
-
 def test_training_lowers_the_loss_and_saves_the_student(composite_dir, image_dir, tmp_path):
     out = tmp_path / "run"
     text = _run_script(out, composite_dir, image_dir, "--num_train_epochs", "3", "--save_epochs", "3")
-    history = _history(out / "checkpoint-24")
+    history = logged_losses(out / "checkpoint-24")
     losses = [history[s]["loss"] for s in sorted(history)]
     assert len(losses) == 24 and np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.3, losses
     assert all("grad_norm" in e and "learning_rate" in e for e in history.values())
@@ -259,7 +248,7 @@ def test_two_processes_follow_the_single_process_loss_curve(composite_dir, image
     _run_script(single, composite_dir, image_dir, *common, per_device=8)
     double = tmp_path / "double"
     _run_script(double, composite_dir, image_dir, *common, *layout, nproc=2, per_device=4)
-    one, two = _history(single / "checkpoint-4"), _history(double / "checkpoint-4")
+    one, two = logged_losses(single / "checkpoint-4"), logged_losses(double / "checkpoint-4")
     assert sorted(one) == sorted(two) == [1, 2, 3, 4]
     for step in one:
         assert two[step]["loss"] == pytest.approx(one[step]["loss"], abs=1e-4), (step, one, two)
@@ -271,7 +260,7 @@ def test_a_killed_run_resumes_as_if_never_interrupted(composite_dir, image_dir, 
     common = ["--num_train_epochs", "2", "--save_epochs", "1"]  # 16 steps, checkpoints at 8 and 16
     full = tmp_path / "full"
     _run_script(full, composite_dir, image_dir, *common)
-    reference = _history(full / "checkpoint-16")
+    reference = logged_losses(full / "checkpoint-16")
 
     killed = tmp_path / "killed"
     proc = _run_script(killed, composite_dir, image_dir, *common, wait=False)
@@ -283,7 +272,7 @@ def test_a_killed_run_resumes_as_if_never_interrupted(composite_dir, image_dir, 
     proc.wait()
     assert not (killed / "checkpoint-16").exists()
     _run_script(killed, composite_dir, image_dir, *common, "--resume_from_checkpoint", str(killed / "checkpoint-8"))
-    resumed = _history(killed / "checkpoint-16")
+    resumed = logged_losses(killed / "checkpoint-16")
     assert sorted(resumed) == list(range(1, 17))
     for step in range(9, 17):
         assert resumed[step]["loss"] == pytest.approx(reference[step]["loss"], abs=1e-5), step
