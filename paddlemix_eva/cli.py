@@ -195,11 +195,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError, OSError, ImportError) as err:
-        logger.error("%s", err.args[0] if isinstance(err, KeyError) and err.args else err)
-        return 2
+    from .errors import exit_on_bad_input
+
+    return exit_on_bad_input(lambda: args.func(args))
 
 
 if __name__ == "__main__":

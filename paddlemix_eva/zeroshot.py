@@ -26,6 +26,9 @@ LOGIT_SCALE = 100.0
 
 
 def read_lines(path: str, what: str) -> List[str]:
+    """The non-empty lines of a `what` file (class names, templates), stripped."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} file not found: {path} (expected one entry per line)")
     with open(path, encoding="utf-8") as f:
         lines = [line.strip() for line in f if line.strip()]
     if not lines:

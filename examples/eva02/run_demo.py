@@ -12,6 +12,7 @@ import os
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
 
 from paddlemix_eva.demo import run_demo, summary_lines
+from paddlemix_eva.errors import exit_on_bad_input
 
 
 def main():
@@ -27,4 +28,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_bad_input(main)

@@ -14,6 +14,7 @@ import os
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
 import paddle.distributed as dist
 
+from paddlemix_eva.errors import exit_on_bad_input
 from paddlemix_eva.trainer.finetune import run_evaluation
 
 logger = logging.getLogger("run_eva02_finetune_eval")
@@ -43,4 +44,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_bad_input(main)

@@ -16,6 +16,7 @@ import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
 
 from paddlemix_eva import zeroshot
 from paddlemix_eva.datasets import ImageFolder
+from paddlemix_eva.errors import exit_on_bad_input
 from paddlemix_eva.models import EVACLIP
 from paddlemix_eva.transforms import EvalTransform
 
@@ -60,4 +61,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_bad_input(main)

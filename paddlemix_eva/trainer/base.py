@@ -112,10 +112,14 @@ def apply_save_epochs(args: EVATrainingArguments, num_samples: int) -> int:
 
 def run_from_command_line(runner, *argument_classes: type):
     """Entry point of the example scripts: parse the argument dataclasses (model, data, training) from the
-    command line with PaddleNLP's parser, then call `runner` with them."""
+    command line with PaddleNLP's parser, then call `runner` with them; bad input exits with its message
+    (`errors.exit_on_bad_input`)."""
     from paddlenlp.trainer import PdArgumentParser
 
-    return runner(*PdArgumentParser(argument_classes).parse_args_into_dataclasses())
+    from ..errors import exit_on_bad_input
+
+    parsed = PdArgumentParser(argument_classes).parse_args_into_dataclasses()
+    return exit_on_bad_input(lambda: runner(*parsed))
 
 
 def train_and_save(trainer: Trainer, title: str, num_samples: int) -> dict:
