@@ -6,6 +6,7 @@ logged by the dataset and reported as skipped.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -73,8 +74,19 @@ def _collate(samples):
     return np.stack(images), np.asarray(labels, np.int64), np.asarray(indices, np.int64)
 
 
+def autocast(model, precision: Optional[str], level: str = "O1"):
+    """The forward's precision context: float32 (a no-op) or Paddle's autocast to float16 / bfloat16 (CUDA); level
+    O2 casts the model's weights too, as PaddleNLP's `--fp16_opt_level O2` does."""
+    if precision is None:
+        return contextlib.nullcontext()
+    if level == "O2":
+        paddle.amp.decorate(models=model, level="O2", dtype=precision)
+    return paddle.amp.auto_cast(enable=True, level=level, dtype=precision)
+
+
 @paddle.no_grad()
-def predict(model, dataset, batch_size: int = 64, num_workers: int = 0) -> Dict[str, np.ndarray]:
+def predict(model, dataset, batch_size: int = 64, num_workers: int = 0, precision: Optional[str] = None,
+            amp_level: str = "O1") -> Dict[str, np.ndarray]:
     """Logits of every readable sample, gathered over all ranks: {"indices", "logits", "labels"} sorted by index."""
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -90,7 +102,9 @@ def predict(model, dataset, batch_size: int = 64, num_workers: int = 0) -> Dict[
         if batch is None:
             continue
         images, batch_labels, batch_indices = batch
-        logits.append(model(paddle.to_tensor(images)).astype("float32").numpy())
+        with autocast(model, precision, amp_level):
+            batch_logits = model(paddle.to_tensor(images))
+        logits.append(batch_logits.astype("float32").numpy())
         labels.append(batch_labels)
         indices.append(batch_indices)
     model.train(was_training)
@@ -113,9 +127,10 @@ def predict(model, dataset, batch_size: int = 64, num_workers: int = 0) -> Dict[
 
 
 def evaluate_classifier(model, dataset, batch_size: int = 64, num_workers: int = 0,
-                        class_names: Optional[Sequence[str]] = None) -> Dict[str, object]:
+                        class_names: Optional[Sequence[str]] = None, precision: Optional[str] = None,
+                        amp_level: str = "O1") -> Dict[str, object]:
     """top-1 / top-5 / per-class accuracy over every readable sample of `dataset` ((image, label) pairs)."""
-    out = predict(model, dataset, batch_size, num_workers)
+    out = predict(model, dataset, batch_size, num_workers, precision, amp_level)
     if len(np.unique(out["indices"])) != len(out["indices"]):
         raise RuntimeError("a sample was evaluated twice; the rank shares overlap")
     metrics = classification_metrics(out["logits"], out["labels"], class_names)

@@ -31,11 +31,30 @@ def _matches(key: str, patterns: Iterable[str]) -> bool:
     return any(re.search(p, key) for p in patterns)
 
 
-def find_weight_file(directory: str) -> str:
+def describe_keys(keys: Sequence[str], limit: int = 8) -> str:
+    """A few keys by name; many keys as their two-level prefixes with counts (`teacher.text.* (196)`)."""
+    if len(keys) <= limit:
+        return ", ".join(keys)
+    groups: Dict[str, int] = {}
+    for key in keys:
+        prefix = ".".join(key.split(".")[:2])
+        groups[prefix] = groups.get(prefix, 0) + 1
+    return ", ".join(f"{prefix}.* ({count})" if count > 1 else prefix for prefix, count in groups.items())
+
+
+def weight_file_in(directory: str):
+    """The weight file of a model directory, or None when it holds only a config."""
     for name in WEIGHT_FILES:
         path = os.path.join(directory, name)
         if os.path.isfile(path):
             return path
+    return None
+
+
+def find_weight_file(directory: str) -> str:
+    path = weight_file_in(directory)
+    if path:
+        return path
     raise FileNotFoundError(
         f"no weights in {directory}: expected one of {list(WEIGHT_FILES)}. Checkpoints in official / timm / "
         "open_clip layouts can be converted with `paddlemix-eva convert`."
@@ -116,7 +135,8 @@ class EVAPretrainedModel(PretrainedModel):
             )
         dropped = sorted(k for k in state_dict if k not in expected and _matches(k, cls._dropped_checkpoint_keys))
         if dropped:
-            logger.info("%s: dropping keys %s %s does not use", source, dropped, cls.__name__)
+            logger.info("%s: dropping %d keys %s does not use: %s", source, len(dropped), cls.__name__,
+                        describe_keys(dropped))
         unexpected = sorted(k for k in state_dict if k not in expected and k not in dropped)
         missing = sorted(k for k in expected if k not in state_dict)
         fresh = [k for k in missing if _matches(k, cls._optional_checkpoint_keys)]

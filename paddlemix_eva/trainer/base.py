@@ -2,19 +2,21 @@
 run checks, atomic checkpoints and richer logs. Subclasses override `compute_loss` (and `lr_scale_for`)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import random
 import shutil
 import time
+import typing
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import paddle
 import paddle.nn as nn
-from paddlenlp.trainer import Trainer, TrainingArguments
+from paddlenlp.trainer import PdArgumentParser, Trainer, TrainingArguments
 from paddlenlp.trainer.integrations import VisualDLCallback
 from paddlenlp.trainer.trainer_utils import IntervalStrategy
 
@@ -65,9 +67,9 @@ def check_device_arguments(args) -> None:
     if args.fp16 or args.bf16:
         raise ValueError(
             "--fp16/--bf16: Paddle's automatic mixed precision only runs on CUDA devices (on CPU it does nothing); "
-            "drop the flag to train in float32 on this machine"
+            "drop the flag to run in float32 on this machine"
         )
-    requested_tp = max(args.tensor_parallel_degree, getattr(args, "requested_tensor_parallel_degree", 1))
+    requested_tp = max(getattr(args, "tensor_parallel_degree", 1), getattr(args, "requested_tensor_parallel_degree", 1))
     if requested_tp > 1:
         raise ValueError(
             f"--tensor_parallel_degree {requested_tp} needs GPUs: fleet's tensor-parallel layers have no CPU kernels. "
@@ -110,16 +112,36 @@ def apply_save_epochs(args: EVATrainingArguments, num_samples: int) -> int:
     return steps_per_epoch
 
 
+class ArgumentParser(PdArgumentParser):
+    """PaddleNLP's dataclass parser, where the literal `None` gives None for an optional field: PaddleMIX's
+    documented commands pass e.g. `--pretrained_model_path None` or `--tea_pretrained_model_path None`."""
+
+    def __init__(self, dataclass_types, **kwargs):
+        super().__init__(dataclass_types, **kwargs)
+        optional = set()
+        for dtype in self.dataclass_types:
+            hints = typing.get_type_hints(dtype)
+            optional.update(f.name for f in dataclasses.fields(dtype) if type(None) in typing.get_args(hints[f.name]))
+        for action in self._actions:
+            if action.dest in optional:
+                action.type = _none_or(action.type or str)
+
+
+def _none_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_or_none(text: str):
+        return None if text == "None" else parse(text)
+
+    parse_or_none.__name__ = getattr(parse, "__name__", "value")  # argparse names the type in its errors
+    return parse_or_none
+
+
 def run_from_command_line(runner, *argument_classes: type):
     """Entry point of the example scripts: parse the argument dataclasses (model, data, training) from the
-    command line with PaddleNLP's parser, then call `runner` with them; bad input exits with its message
-    (`errors.exit_on_bad_input`)."""
-    from paddlenlp.trainer import PdArgumentParser
-
+    command line with PaddleNLP's parser, then call `runner` with them; bad input (also a value the dataclasses
+    refuse) exits with its message (`errors.exit_on_bad_input`)."""
     from ..errors import exit_on_bad_input
 
-    parsed = PdArgumentParser(argument_classes).parse_args_into_dataclasses()
-    return exit_on_bad_input(lambda: runner(*parsed))
+    return exit_on_bad_input(lambda: runner(*ArgumentParser(argument_classes).parse_args_into_dataclasses()))
 
 
 def train_and_save(trainer: Trainer, title: str, num_samples: int) -> dict:

@@ -262,12 +262,71 @@ def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataAr
     return trainer, metrics
 
 
+@dataclass
+class EvalArguments:
+    """The flags of PaddleMIX's evaluation command (`run_eva02_finetune_eval.py --do_eval --model M
+    --pretrained_model_path P --eval_data_path D --input_size S --per_device_eval_batch_size B
+    --dataloader_num_workers W --output_dir O --recompute True --fp16 False`), each acting."""
+
+    model: str = field(default="paddlemix/EVA/EVA02/eva02_Ti_pt_in21k_ft_in1k_p14",
+                       metadata={"help": "zoo name or model directory"})
+    eval_data_path: Optional[str] = field(default=None, metadata={"help": "validation ImageFolder"})
+    pretrained_model_path: Optional[str] = field(
+        default=None, metadata={"help": "weights file or directory loaded on top of --model"})
+    input_size: Optional[int] = field(default=None, metadata={"help": "evaluation resolution (default: the model's)"})
+    crop_pct: float = field(default=1.0, metadata={"help": "resize to size/crop_pct, then centre crop"})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "images per batch and process"})
+    dataloader_num_workers: int = field(default=2, metadata={"help": "decoding worker processes"})
+    use_ema: bool = field(default=False, metadata={"help": "evaluate the EMA weights in <model>/ema"})
+    output_dir: Optional[str] = field(default=None, metadata={"help": "write eval_report.json here"})
+    do_eval: bool = field(default=True, metadata={"help": "evaluate (false: nothing to do)"})
+    recompute: bool = field(default=False, metadata={"help": "accepted for PaddleMIX's command; a forward without "
+                                                              "gradients keeps no activations to recompute"})
+    fp16: bool = field(default=False, metadata={"help": "float16 autocast (CUDA only)"})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast (CUDA only)"})
+    fp16_opt_level: str = field(default="O1", metadata={"help": "autocast level with --fp16/--bf16: O1 or O2"})
+
+    def __post_init__(self):
+        from .base import check_device_arguments
+
+        check_device_arguments(self)
+        if self.fp16_opt_level not in ("O1", "O2"):
+            raise ValueError(f"--fp16_opt_level {self.fp16_opt_level!r}: expected O1 or O2")
+        if not self.eval_data_path and self.do_eval:
+            raise ValueError("--eval_data_path (the validation ImageFolder) is required")
+
+    @property
+    def precision(self) -> Optional[str]:
+        return "float16" if self.fp16 else "bfloat16" if self.bf16 else None
+
+
+def run_evaluation_command(args: EvalArguments) -> Optional[Dict[str, object]]:
+    """`run_eva02_finetune_eval.py`: evaluate as the flags say, log the result, write the report."""
+    if not args.do_eval:
+        logger.info("--do_eval false: nothing to do")
+        return None
+    if args.recompute:
+        logger.info("--recompute: evaluation keeps no activations for a backward pass, so there is nothing to "
+                    "recompute; ignored")
+    report = os.path.join(args.output_dir, "eval_report.json") if args.output_dir else None
+    metrics = run_evaluation(args.model, args.eval_data_path, args.per_device_eval_batch_size,
+                             args.dataloader_num_workers, args.input_size, args.crop_pct, args.use_ema, report,
+                             pretrained_model_path=args.pretrained_model_path, precision=args.precision,
+                             amp_level=args.fp16_opt_level)
+    logger.info("top-1 %.2f%%  top-5 %.2f%%  over %d images (%d unreadable)", metrics["top1"], metrics["top5"],
+                metrics["num_samples"], metrics["skipped"])
+    return metrics
+
+
 def run_evaluation(model_name_or_dir: str, eval_data_path: str, batch_size: int = 64, num_workers: int = 0,
                    input_size: Optional[int] = None, crop_pct: float = 1.0, use_ema: bool = False,
                    report_path: Optional[str] = None, mean=CLIP_MEAN, std=CLIP_STD,
-                   model_class: Optional[type] = None) -> Dict[str, object]:
+                   model_class: Optional[type] = None, pretrained_model_path: Optional[str] = None,
+                   precision: Optional[str] = None, amp_level: str = "O1") -> Dict[str, object]:
     """Top-1 / top-5 / per-class accuracy of a classifier (`model_class`, EVA-02 by default) on an ImageFolder,
-    every sample counted once on any number of processes; the validation classes must be the model's."""
+    every sample counted once on any number of processes; the validation classes must be the model's.
+    `pretrained_model_path` loads weights on top (PaddleMIX's flag); `precision` ("float16" / "bfloat16", CUDA)
+    runs the forward under autocast at `amp_level`."""
     if model_class is None:
         from ..models import EVA02VisionTransformer as model_class
 
@@ -276,9 +335,12 @@ def run_evaluation(model_name_or_dir: str, eval_data_path: str, batch_size: int 
         raise FileNotFoundError(f"--use_ema: {model_name_or_dir} has no EMA weights ({source} is missing)")
     overrides = {"image_size": input_size} if input_size else {}
     model = model_class.from_pretrained(source, **overrides)
+    if pretrained_model_path:
+        model.load_weights(pretrained_model_path)
     dataset = ImageFolder(eval_data_path, EvalTransform(model.config.image_size, crop_pct, mean, std))
     check_label_space(model.config, dataset.classes, eval_data_path)
-    metrics = evaluate_classifier(model, dataset, batch_size, num_workers, dataset.classes)
+    metrics = evaluate_classifier(model, dataset, batch_size, num_workers, dataset.classes, precision=precision,
+                                  amp_level=amp_level)
     metrics.update({"model": model_name_or_dir, "ema": use_ema, "eval_data_path": eval_data_path})
     if report_path and (not paddle.distributed.is_initialized() or paddle.distributed.get_rank() == 0):
         write_report(metrics, report_path)

@@ -109,28 +109,29 @@ def _config_fields(name_or_dir: str) -> dict:
 
 
 def build_pretrain_model(model_args: MIMModelArguments, args: MIMPretrainArguments):
+    """The composite as PaddleMIX builds it: `--model` (a zoo name or directory, whose composite weights load
+    if it has any) as it is, or with `--model None` a teacher and student from `--teacher` / `--student`."""
     from ..models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretrainConfig
     from .. import zoo
 
+    composite_dir = None
     if model_args.model and model_args.model != "None":
         composite = EVA02ForPretrain.config_class
         if os.path.isdir(model_args.model):
             config = composite.from_pretrained(model_args.model)
+            composite_dir = model_args.model
         else:
             config = zoo.build_config(zoo.get_entry(model_args.model), composite)
+        _warn_ignored_parts(model_args, config)
     else:
-        config = EVA02ForPretrainConfig(teacher_config=None, student_config=None)
-    if model_args.teacher:
-        config.teacher_config = model_args.teacher
-    if model_args.student:
-        if model_args.student_from_scratch:
-            config.student_config = _config_fields(model_args.student)
-        else:
-            config.student_config = model_args.student
+        config = EVA02ForPretrainConfig(teacher_config=model_args.teacher, student_config=None)
+        if model_args.student:
+            from_scratch = model_args.student_from_scratch
+            config.student_config = _config_fields(model_args.student) if from_scratch else model_args.student
     if not config.teacher_config:
         raise ValueError("no teacher: give --model (a composite) or --teacher")
     model = EVA02ForPretrain(config)
-    model.load_named_weights()
+    model.load_named_weights(composite_dir)
     if args.tea_pretrained_model_path:
         model.teacher.load_weights(args.tea_pretrained_model_path)
     if args.stu_pretrained_model_path:
@@ -146,6 +147,16 @@ def build_pretrain_model(model_args: MIMModelArguments, args: MIMPretrainArgumen
         model.student.config.tensor_parallel_degree = args.tensor_parallel_degree
         model.student.config.tensor_parallel_rank = args.tensor_parallel_rank
     return model
+
+
+def _warn_ignored_parts(model_args: MIMModelArguments, config) -> None:
+    """PaddleMIX reads `--teacher` / `--student` only with `--model None`; its documented command passes them next
+    to a composite `--model`, where they must not change what trains."""
+    for flag, given, used in (("--teacher", model_args.teacher, config.teacher_config),
+                              ("--student", model_args.student, config.student_config)):
+        if given and given != used:
+            logger.warning("%s %s is ignored: --model %s defines the %s (as in PaddleMIX); pass --model None to build "
+                           "from --teacher / --student", flag, given, model_args.model, flag.lstrip("-"))
 
 
 def run_mim_pretraining(model_args: MIMModelArguments, data_args: MIMDataArguments, args: MIMPretrainArguments):

@@ -5,6 +5,7 @@ named models of the zoo override them per size (see `paddlemix_eva/zoo.py`).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 from paddlenlp.transformers import PretrainedConfig
@@ -20,6 +21,9 @@ _UNSUPPORTED_FLAGS = (
     "postnorm",
     "init_values",
 )
+
+
+MIM_MODEL_TYPE = "eva02_vit_pretrain"
 
 
 class EVA02VisionTransformerConfig(ViTShapeMixin, PretrainedConfig):
@@ -88,6 +92,19 @@ class EVA02VisionTransformerConfig(ViTShapeMixin, PretrainedConfig):
         self.intp_freq = intp_freq
         self.validate()
 
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """A classifier from a MIM student's config (the usual start of fine-tuning): PaddleMIX's MIM config has no
+        RoPE interpolation fields, so the classifier takes upstream fine-tuning's (positions rescaled to the 16x16
+        pre-training grid)."""
+        config_dict = dict(config_dict)
+        if config_dict.get("model_type") == MIM_MODEL_TYPE and cls.model_type != MIM_MODEL_TYPE:
+            config_dict.pop("model_type")  # an intended conversion, not PaddleNLP's "model of another type" case
+            config_dict.pop("predict_feature_dim", None)
+            config_dict.setdefault("intp_freq", True)
+            config_dict.setdefault("pt_hw_seq_len", 16)
+        return super().from_dict(config_dict, **kwargs)
+
     @property
     def use_swiglu(self) -> bool:
         return bool(self.swiglu or self.naiveswiglu)
@@ -131,9 +148,15 @@ class EVA02VisionTransformerConfig(ViTShapeMixin, PretrainedConfig):
 
 
 class EVA02VisionTransformerForMIMConfig(EVA02VisionTransformerConfig):
-    """EVA-02 masked-image-modeling student: final `norm`, `lm_head` to the teacher's feature width."""
+    """EVA-02 masked-image-modeling student: final `norm`, `lm_head` to the teacher's feature width.
 
-    model_type = "eva02_vit_pretrain"
+    The student's RoPE always uses integer positions on its own patch grid (PaddleMIX's `modeling_pretrain.py` and
+    upstream build it with `pt_seq_len = image_size // patch_size`, no rescaling): 0..15 at 224/14, 0..13 for the
+    `p14to16` checkpoints at 224/16. `pt_hw_seq_len` / `intp_freq` are not used by the student; they are the RoPE
+    settings a classifier fine-tuned from it starts with (upstream fine-tuning rescales to the 16x16 grid).
+    """
+
+    model_type = MIM_MODEL_TYPE
 
     def __init__(
         self,
@@ -147,3 +170,6 @@ class EVA02VisionTransformerForMIMConfig(EVA02VisionTransformerConfig):
         super().__init__(
             patch_size=patch_size, xavier_normal_init=xavier_normal_init, num_classes=num_classes, **kwargs
         )
+
+    def trunk_spec(self) -> TrunkSpec:
+        return dataclasses.replace(super().trunk_spec(), rope_pt_seq_len=None)

@@ -17,7 +17,7 @@ from paddlenlp.transformers import PretrainedConfig
 from ...checkpoint import read_state_dict
 from ...losses import negative_cosine_loss
 from ..evaclip import EVACLIP, EVACLIPConfig, EVACLIPVisionTransformer
-from ..modeling_utils import EVAPretrainedModel
+from ..modeling_utils import EVAPretrainedModel, weight_file_in
 from .configuration import EVA02VisionTransformerForMIMConfig
 from .modeling import EVA02VisionTransformerForMIM
 
@@ -97,6 +97,8 @@ class EVA02ForPretrain(EVAPretrainedModel):
 
     config_class = EVA02ForPretrainConfig
     base_model_prefix = "eva02_for_pretrain"
+    #: a PaddleMIX composite checkpoint holds the whole EVA-CLIP teacher; only its image tower is used
+    _dropped_checkpoint_keys = (r"^teacher\.text\.", r"^teacher\.logit_scale$")
 
     def __init__(self, config: EVA02ForPretrainConfig):
         """Builds both parts (upstream init); `load_named_weights` then loads the parts given by name."""
@@ -127,12 +129,29 @@ class EVA02ForPretrain(EVAPretrainedModel):
             )
         return EVA02VisionTransformerForMIM.image_encoder(student_config)
 
-    def load_named_weights(self) -> None:
-        """Load the weights of the parts the config names (a dict part keeps its fresh initialisation)."""
-        if isinstance(self.config.teacher_config, str):
+    def load_named_weights(self, checkpoint_dir: Optional[str] = None) -> None:
+        """Load the weights of the parts the config names (a dict part keeps its fresh initialisation). A composite
+        checkpoint in `checkpoint_dir` (PaddleMIX's `model_state.pdparams` with `teacher.*` / `student.*` keys)
+        supplies the parts it holds instead of their names."""
+        weights = weight_file_in(checkpoint_dir) if checkpoint_dir else None
+        loaded = self.load_checkpoint_parts(weights) if weights else set()
+        if "teacher" not in loaded and isinstance(self.config.teacher_config, str):
             self.teacher.load_weights(self.config.teacher_config)
-        if isinstance(self.config.student_config, str):
+        if "student" not in loaded and isinstance(self.config.student_config, str):
             self.student.load_weights(self.config.student_config)
+
+    def load_checkpoint_parts(self, path: str) -> set:
+        """Load a composite (or student-only) weight file; returns the parts it held ({'teacher', 'student'}).
+        The teacher's text tower and logit scale in PaddleMIX's checkpoints are reported as dropped."""
+        state = self.adapt_state_dict(read_state_dict(path), self.config, path)
+        if not any(k.startswith(("teacher.", "student.")) for k in state):
+            state = {f"student.{k}": v for k, v in state.items()}
+        parts = {part for part in ("teacher", "student") if any(k.startswith(part + ".") for k in state)}
+        expected = {k: list(v.shape) for k, v in self.state_dict().items() if k.split(".", 1)[0] in parts}
+        state = self.check_state_dict(state, expected, path, strict=True)
+        self.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
+        logger.info("%s loaded from %s", " and ".join(sorted(parts)), path)
+        return parts
 
     def check_compatible(self) -> None:
         student, teacher = self.student.config, self.teacher
@@ -193,8 +212,9 @@ class EVA02ForPretrain(EVAPretrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, *args, **kwargs):
-        """A composite zoo name or config directory: build teacher and student as the config says (the named
-        teacher / student download their weights). Keyword arguments override config fields."""
+        """A composite zoo name or directory: build teacher and student as the config says; the directory's
+        composite weights (if any) load first, named parts without weights there download theirs. Keyword
+        arguments override config fields."""
         from ... import zoo
 
         name = str(pretrained_model_name_or_path)
@@ -203,5 +223,5 @@ class EVA02ForPretrain(EVAPretrainedModel):
         else:
             config = zoo.build_config(zoo.get_entry(name), cls.config_class, **kwargs)
         model = cls(config)
-        model.load_named_weights()
+        model.load_named_weights(name if os.path.isdir(name) else None)
         return model

@@ -6,11 +6,14 @@ models of `zoo_table.py` set every architectural field explicitly.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Optional, Union
 
 from paddlenlp.transformers import PretrainedConfig
 
 from ..trunk import PatchGrid, TrunkSpec, check_patch_grid
+
+logger = logging.getLogger(__name__)
 
 # PaddleMIX options that no released EVA-CLIP uses; refused when switched on rather than silently ignored.
 _UNSUPPORTED_VISION = ("use_rel_pos_bias", "use_shared_rel_pos_bias", "attentional_pool", "fuse_qv", "init_values")
@@ -163,23 +166,49 @@ def _as_dict(cfg: Union[None, Dict[str, Any], PretrainedConfig]) -> Dict[str, An
     return dict(cfg)
 
 
+#: the joint embedding width when neither the config nor its towers name one
+DEFAULT_EMBED_DIM = 512
+
+
+def joint_embed_dim(embed_dim: Optional[int], vision: Dict[str, Any], text: Dict[str, Any]) -> int:
+    """The shared embedding width: the top-level value when given (it overrides the towers, as in PaddleMIX), else
+    the towers' own `embed_dim` (PaddleMIX writes it only there), which must then agree."""
+    if embed_dim is not None:
+        return int(embed_dim)
+    named = {tower: int(cfg["embed_dim"]) for tower, cfg in (("vision", vision), ("text", text)) if "embed_dim" in cfg}
+    if len(set(named.values())) > 1:
+        raise ValueError(
+            f"EVACLIPConfig: the towers disagree on embed_dim ({named}) and no top-level embed_dim is given; image "
+            "and text features must share one width: set `embed_dim` at the top of the config"
+        )
+    return next(iter(named.values()), DEFAULT_EMBED_DIM)
+
+
 class EVACLIPConfig(PretrainedConfig):
-    """Joint image-text model; `embed_dim` (the shared embedding width) is copied into both towers."""
+    """Joint image-text model; `embed_dim` (the shared embedding width) is copied into both towers.
+
+    Reads `config.json` as PaddleMIX writes it: the towers under `vision_cfg` / `text_cfg` and again under
+    `vision_config` / `text_config` (PaddleMIX's `to_dict` emits both; `*_cfg` wins, as in PaddleMIX), with
+    `embed_dim` inside the tower dicts and no top-level `embed_dim`. PaddleMIX's `fusedlinear` / `flash_attn`
+    switches pick kernels, not numbers; they are kept as plain fields.
+    """
 
     model_type = "evaclip"
     attribute_map = {}
 
     def __init__(
         self,
-        embed_dim: int = 512,
+        embed_dim: Optional[int] = None,
         vision_cfg: Optional[Dict[str, Any]] = None,
         text_cfg: Optional[Dict[str, Any]] = None,
         **kwargs,
     ):
+        vision = _tower_dict("vision", vision_cfg, kwargs.pop("vision_config", None))
+        text = _tower_dict("text", text_cfg, kwargs.pop("text_config", None))
         super().__init__(**kwargs)
-        self.embed_dim = embed_dim
-        self.vision_cfg = {**_as_dict(vision_cfg), "embed_dim": embed_dim}
-        self.text_cfg = {**_as_dict(text_cfg), "embed_dim": embed_dim}
+        self.embed_dim = joint_embed_dim(embed_dim, vision, text)
+        self.vision_cfg = {**vision, "embed_dim": self.embed_dim}
+        self.text_cfg = {**text, "embed_dim": self.embed_dim}
         # parse now so a bad config fails at construction, not at first use
         self.vision_config
         self.text_config
@@ -191,3 +220,18 @@ class EVACLIPConfig(PretrainedConfig):
     @property
     def text_config(self) -> EVACLIPTextConfig:
         return EVACLIPTextConfig(**self.text_cfg)
+
+
+def _tower_dict(tower: str, cfg, alias) -> Dict[str, Any]:
+    """A tower's fields from `<tower>_cfg`, else from PaddleMIX's duplicate `<tower>_config`."""
+    for value in (cfg, alias):
+        if isinstance(value, str):
+            raise ValueError(
+                f"EVACLIPConfig: {tower}_cfg is the model name {value!r}; paddlemix-eva builds towers from their "
+                f"fields: put that model's {tower} config dict there (or load the joint model by name)"
+            )
+    chosen = _as_dict(cfg if cfg is not None else alias)
+    if cfg is not None and alias is not None and _as_dict(alias) != chosen:
+        logger.warning("EVACLIPConfig: %s_cfg and %s_config differ; using %s_cfg (as PaddleMIX does)", tower, tower,
+                       tower)
+    return chosen
