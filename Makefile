@@ -1,4 +1,5 @@
-# `make demo` and `make test` create .venv when it is missing, install into it, and run.
+# `make demo` and `make test` create .venv when it is missing, install into it, and run (`make install DEVICE=gpu`
+# for a CUDA machine).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,8 +18,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-$(VENV)/.installed: $(PY) requirements.txt setup.py
-	$(PIP) install -r requirements.txt
+# DEVICE=gpu installs the CUDA wheel of Paddle (requirements-gpu.txt) instead of the CPU one
+DEVICE ?= cpu
+
+$(VENV)/.installed: $(PY) requirements.txt requirements-$(DEVICE).txt setup.py
+	$(PIP) install -r requirements-$(DEVICE).txt
 	$(PIP) install --no-deps -e .
 	touch $@
 

@@ -6,9 +6,10 @@ from setuptools import find_packages, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def read_requirements():
-    with open(os.path.join(HERE, "requirements.txt")) as f:
-        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+def read_requirements(name: str):
+    """Requirement lines of a requirements file, its `-r` includes and pip options left out."""
+    with open(os.path.join(HERE, name)) as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith(("#", "-"))]
 
 
 def read_version():
@@ -25,8 +26,9 @@ TEST_REQUIRES = [
     "torch==2.13.0",
     "timm==1.0.31",
     "open_clip_torch==3.3.0",
-    "ftfy",
 ]
+# PaddlePaddle is not an install requirement: its CPU (`paddlepaddle`) and CUDA (`paddlepaddle-gpu`) wheels are
+# different distributions of one package. `pip install .[cpu]` adds the CPU wheel; see requirements-gpu.txt.
 
 setup(
     name="paddlemix-eva",
@@ -38,8 +40,8 @@ setup(
     package_data={"paddlemix_eva": ["data/*"]},
     include_package_data=True,
     python_requires=">=3.9",
-    install_requires=read_requirements(),
-    extras_require={"test": TEST_REQUIRES},
+    install_requires=read_requirements("requirements.txt"),
+    extras_require={"test": TEST_REQUIRES, "cpu": read_requirements("requirements-cpu.txt")},
     entry_points={"console_scripts": ["paddlemix-eva=paddlemix_eva.cli:main"]},
     license="Apache-2.0",
 )

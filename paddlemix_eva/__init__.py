@@ -4,6 +4,7 @@ Importing the package before Paddle lets it pick MKL's fast code path on AMD CPU
 """
 from . import runtime as _runtime
 
+_runtime.require_paddle()
 _runtime.configure_cpu_backend()
 
 from .version import __version__  # noqa: E402

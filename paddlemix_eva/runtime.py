@@ -41,6 +41,19 @@ def cpu_vendor() -> str:
     return ""
 
 
+def require_paddle() -> None:
+    """PaddlePaddle is not an install requirement (its CPU and CUDA wheels are different distributions), so say
+    how to get it instead of failing at the first model built."""
+    import importlib.util
+
+    if importlib.util.find_spec("paddle") is None:
+        raise ImportError(
+            "paddlemix_eva needs PaddlePaddle, which is not installed: `pip install -r requirements-cpu.txt` (CPU) "
+            "or `pip install -r requirements-gpu.txt` (CUDA; pick the wheel index of your CUDA version there), "
+            "or `make install [DEVICE=gpu]`"
+        )
+
+
 def configure_cpu_backend() -> None:
     if "paddle" in sys.modules:
         if "MKL_DEBUG_CPU_TYPE" not in os.environ and cpu_vendor() == "AuthenticAMD":

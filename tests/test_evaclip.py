@@ -1,4 +1,5 @@
 """EVA-CLIP: parity with open_clip / timm on sensitive random weights, tokenizer ids, conversion, MIM teacher."""
+import os
 import re
 
 import numpy as np
@@ -11,6 +12,8 @@ from paddlemix_eva.convert import convert_checkpoint
 from paddlemix_eva.convert.keymaps import vision_to_paddlemix
 from paddlemix_eva.models import EVACLIP
 from paddlemix_eva.models.evaclip import EVACLIPVisionConfig, EVACLIPVisionTransformer, get_tokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TEXTS = [
     "a photo of a cat.",
@@ -143,6 +146,15 @@ def test_tokenizer_ids_equal_open_clips():
     long_row = ids[TEXTS.index(" ".join(["a very long caption"] * 40))]
     assert long_row[0] == 49406 and long_row[-1] == 49407  # truncation keeps the end token last
     assert get_tokenizer().decode(ids[0]) == "a photo of a cat ."
+
+
+def test_tokenizer_repairs_mojibake_like_open_clip():
+    """ftfy runs (it is a runtime requirement): mis-decoded UTF-8 gives the ids of the intended text."""
+    tokenizer = get_tokenizer()
+    np.testing.assert_array_equal(tokenizer(["a caf\u00c3\u00a9 at night"]), tokenizer(["a caf\u00e9 at night"]))
+    assert not np.array_equal(tokenizer(["a caf\u00e9"]), tokenizer(["a cafe"]))
+    with open(os.path.join(ROOT, "requirements.txt")) as f:
+        assert "ftfy" in [line.strip() for line in f]
 
 
 def test_named_configs_build_with_published_parameter_counts():

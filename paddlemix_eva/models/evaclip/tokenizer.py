@@ -42,13 +42,20 @@ def _pairs(word: Sequence[str]) -> set:
     return {(a, b) for a, b in zip(word[:-1], word[1:])}
 
 
-def _clean(text: str) -> str:
+@lru_cache(maxsize=None)
+def _fix_text():
+    """ftfy's `fix_text`, which open_clip applies too: without it mojibake ('cafÃ©') tokenizes differently, so it is
+    required rather than skipped."""
     try:
         import ftfy
+    except ImportError as err:
+        raise ImportError("the CLIP tokenizer needs ftfy to give open_clip's token ids: `pip install ftfy` "
+                          "(it is in requirements.txt)") from err
+    return ftfy.fix_text
 
-        text = ftfy.fix_text(text)
-    except ImportError:  # pragma: no cover - ftfy is a requirement; without it mojibake stays as is
-        pass
+
+def _clean(text: str) -> str:
+    text = _fix_text()(text)
     text = html.unescape(html.unescape(text)).strip()
     return " ".join(text.split()).lower()
 
