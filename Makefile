@@ -49,12 +49,15 @@ ops-cuda-check: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) examples/eva02/run_demo.py
 
-# PADDLEMIX_EVA_REQUIRE_OPS=1: the op's tests fail instead of skipping when it is not importable
+# REQUIRE_OPS / REQUIRE_PEERS: the op's tests and the parity tests fail instead of skipping when the op or a
+# peer (torch, timm, open_clip) is not importable
+REQUIRE := PADDLEMIX_EVA_REQUIRE_OPS=1 PADDLEMIX_EVA_REQUIRE_PEERS=1
+
 test: $(VENV)/.installed-test $(VENV)/.installed-ops
-	PADDLEMIX_EVA_REQUIRE_OPS=1 $(PY) -m pytest tests -q -ra
+	$(REQUIRE) $(PY) -m pytest tests -q -ra
 
 test-fast: $(VENV)/.installed-test $(VENV)/.installed-ops
-	PADDLEMIX_EVA_REQUIRE_OPS=1 $(PY) -m pytest tests -q -ra -m "not slow"
+	$(REQUIRE) $(PY) -m pytest tests -q -ra -m "not slow"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache external_ops/build external_ops/*.egg-info

@@ -1,42 +1,35 @@
-"""Reading and writing weight files: Paddle `.pdparams`, `.safetensors` (no torch needed), PyTorch `.pt/.pth/.bin`.
+"""Reading and writing weight files: Paddle `.pdparams`, `.safetensors`, `.npz`, PyTorch `.pt/.pth/.bin`.
 
-State dicts travel as `{key: numpy array}`; writes are atomic (temporary file, then rename), so an interrupted
-save never leaves a half-written checkpoint under the final name.
+Files are deserialised by `serialization` only (no code from a file runs, torch is not needed); this module finds
+the state dict inside. State dicts travel as `{key: numpy array}`; writes are atomic (temporary file, then rename),
+so an interrupted save never leaves a half-written checkpoint under the final name.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-import pickle
 import tempfile
-import zipfile
 from typing import Dict, Iterator, Mapping
 
 import numpy as np
+
+from .serialization import (  # noqa: F401  (re-exported: the errors and suffixes were defined here)
+    NUMPY_SUFFIXES,
+    PADDLE_SUFFIXES,
+    SAFETENSORS_SUFFIXES,
+    TORCH_SUFFIXES,
+    CheckpointError,
+    UnsafeFileError,
+    load_state_dict_file,
+)
 
 logger = logging.getLogger(__name__)
 
 StateDict = Dict[str, np.ndarray]
 
-PADDLE_SUFFIXES = (".pdparams",)
-SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-NUMPY_SUFFIXES = (".npz",)
 #: nesting keys of training checkpoints, tried in this order (EMA weights are what upstream publishes)
 WRAPPER_KEYS = ("model_ema", "model", "module", "state_dict")
-
-
-class CheckpointError(ValueError):
-    """A weight file that cannot be read or does not hold what was expected."""
-
-
-try:  # raised for truncated / garbage .safetensors; not a subclass of any builtin error but Exception
-    from safetensors import SafetensorError as _SafetensorError
-except ImportError:  # pragma: no cover - safetensors is a requirement
-
-    class _SafetensorError(Exception):
-        pass
 
 
 def _to_numpy(value) -> np.ndarray:
@@ -86,59 +79,9 @@ def _strip_module_prefix(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 
 def read_state_dict(path: str) -> StateDict:
     """Read a weight file into `{key: numpy array}`; errors name the file and what went wrong."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weight file not found: {path}")
-    lower = path.lower()
-    try:
-        if lower.endswith(SAFETENSORS_SUFFIXES):
-            from safetensors.numpy import load_file
-
-            raw: Mapping = load_file(path)
-        elif lower.endswith(PADDLE_SUFFIXES):
-            import paddle
-
-            raw = paddle.load(path, return_numpy=True)
-        elif lower.endswith(NUMPY_SUFFIXES):
-            with np.load(path) as data:
-                raw = {k: data[k] for k in data.files}
-        elif lower.endswith(TORCH_SUFFIXES):
-            raw = _read_torch(path)
-        else:
-            raise CheckpointError(
-                f"{path}: unknown weight file type; expected one of "
-                f"{PADDLE_SUFFIXES + SAFETENSORS_SUFFIXES + TORCH_SUFFIXES + NUMPY_SUFFIXES}"
-            )
-    except (CheckpointError, FileNotFoundError, ImportError):
-        raise
-    except MemoryError as err:  # a corrupt pickle header can declare an absurd size (paddle.load lets it through)
-        raise CheckpointError(
-            f"{path}: ran out of memory reading the weight file; it is corrupt (declares an impossible size) or too "
-            "large for this machine"
-        ) from err
-    except (
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        EOFError,
-        OSError,
-        ValueError,
-        RuntimeError,
-        OverflowError,
-        _SafetensorError,
-    ) as err:
-        raise CheckpointError(f"{path}: cannot read the weight file, it is truncated or corrupt ({err})") from err
+    raw = load_state_dict_file(path)
     state = unwrap_state_dict(raw, path)
     return _strip_module_prefix({k: _to_numpy(v) for k, v in state.items() if hasattr(v, "shape")})
-
-
-def _read_torch(path: str) -> Mapping:
-    try:
-        import torch
-    except ImportError as err:
-        raise ImportError(
-            f"{path} is a PyTorch checkpoint; reading it needs torch (CPU build is enough: "
-            "`pip install torch`), or convert it to .safetensors first"
-        ) from err
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 @contextlib.contextmanager

@@ -25,10 +25,22 @@ def message_of(err: BaseException) -> str:
     return err.args[0] if isinstance(err, KeyError) and err.args else str(err)
 
 
+#: exit status of a run that stopped itself (diverged, could not write its checkpoint)
+STOPPED_STATUS = 1
+
+
+class TrainingStopped(RuntimeError):
+    """A run that cannot go on (a diverged loss, a checkpoint the disk refused); says why and how to resume."""
+
+
 def exit_on_bad_input(main: Callable[[], T]) -> T:
-    """Run an entry point; a bad-input error is logged as one line and the process exits with status 2."""
+    """Run an entry point; a bad-input error is logged as one line and the process exits with status 2, a run
+    that stopped itself (`TrainingStopped`) likewise with status 1."""
     try:
         return main()
     except BAD_INPUT_ERRORS as err:
         logger.error("%s", message_of(err))
         sys.exit(BAD_INPUT_STATUS)
+    except TrainingStopped as err:
+        logger.error("%s", err)
+        sys.exit(STOPPED_STATUS)

@@ -82,6 +82,17 @@ def configure_training_runtime() -> None:
         set_cpu_threads(os.cpu_count() or 1)
 
 
+#: the last thread count given to `set_cpu_threads` (Paddle has no getter)
+_cpu_threads = None
+
+
+def current_cpu_threads() -> int:
+    """Threads of Paddle's eager CPU kernels now: the last `set_cpu_threads` value, else Paddle's default."""
+    if _cpu_threads is not None:
+        return _cpu_threads
+    return int(os.environ.get("FLAGS_paddle_num_threads", "1") or 1)
+
+
 def set_cpu_threads(num_threads: int) -> None:
     """Threads of Paddle's eager CPU kernels (MKL / OpenMP). Paddle's own default is 1 (`FLAGS_paddle_num_threads`).
 
@@ -90,7 +101,9 @@ def set_cpu_threads(num_threads: int) -> None:
     """
     import paddle
 
+    global _cpu_threads
     paddle.base.core.set_num_threads(int(num_threads))
+    _cpu_threads = int(num_threads)
 
 
 #: glibc mallopt parameter numbers (malloc.h)

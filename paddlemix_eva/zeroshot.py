@@ -20,6 +20,7 @@ from .checkpoint import atomic_path
 from .datasets import collate_skip_invalid
 from .evaluation import topk_correct
 from .resources import data_path, imagenet_classnames
+from .serialization import load_npy
 
 logger = logging.getLogger(__name__)
 LOGIT_SCALE = 100.0
@@ -83,7 +84,7 @@ def build_classifier(
         cache_file = os.path.join(cache_dir, f"zeroshot_classifier_{classifier_cache_key(model, classnames, templates)}.npy")
         if os.path.isfile(cache_file):
             logger.info("using cached class embeddings %s", cache_file)
-            return np.load(cache_file)
+            return load_npy(cache_file)
     if tokenizer is None:
         from .models.evaclip.tokenizer import get_tokenizer
 

@@ -11,8 +11,35 @@ import paddle
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
+#: process-wide Paddle flags that library code sets (e.g. `runtime.configure_training_runtime`)
+PROCESS_FLAGS = ("FLAGS_use_stride_kernel",)
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_isolate(tmp_path, monkeypatch):
+def _restore_process_state():
+    """Each test leaves the process as it found it: Paddle flags, eager threads, default dtype, dynamic mode,
+    environment and the switches cached from it, so no test's outcome depends on which ran before."""
+    from paddlemix_eva import layers, ops, runtime
+
+    flags, threads = paddle.get_flags(list(PROCESS_FLAGS)), runtime.current_cpu_threads()
+    dtype, environ = paddle.get_default_dtype(), dict(os.environ)
+    yield
+    if not paddle.in_dynamic_mode():
+        paddle.disable_static()
+    if paddle.get_flags(list(PROCESS_FLAGS)) != flags:
+        paddle.set_flags(flags)
+    if runtime.current_cpu_threads() != threads:
+        runtime.set_cpu_threads(threads)
+    paddle.set_default_dtype(dtype)
+    if dict(os.environ) != environ:
+        os.environ.clear()
+        os.environ.update(environ)
+        ops.fused_layer_norm_class.cache_clear()
+        layers.cpu_fused_attention_available.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_isolate(_restore_process_state, tmp_path, monkeypatch):
     """Seeded RNGs and a private weight cache per test (never the user's ~/.paddlenlp)."""
     paddle.seed(0)
     np.random.seed(0)

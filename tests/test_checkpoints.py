@@ -377,15 +377,14 @@ def test_unknown_suffix_and_missing_file(tmp_path):
 
 def test_reading_torch_file_without_torch(tmp_path, monkeypatch):
     torch = import_torch()
+    tensors = _tensors(torch)
     path = str(tmp_path / "ckpt.pth")
-    torch.save({"model": _tensors(torch)}, path)
-    monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(ImportError, match="pip install torch") as info:
-        read_state_dict(path)
-    assert path in str(info.value)
-    with pytest.raises(ImportError, match="pip install torch"):
-        convert_checkpoint(path, "official", out=str(tmp_path / "out"))
-    assert not (tmp_path / "out").exists()
+    torch.save({"model": tensors}, path)
+    monkeypatch.setitem(sys.modules, "torch", None)  # torch.save zips are read by paddlemix_eva.serialization alone
+    state = read_state_dict(path)
+    assert sorted(state) == sorted(tensors)
+    for key, value in tensors.items():
+        np.testing.assert_array_equal(state[key], value.numpy())
 
 
 # ------------------------------------------------------------------------------------------ (g) conversion

@@ -3,6 +3,7 @@ run checks, atomic checkpoints and richer logs. Subclasses override `compute_los
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import math
 import os
@@ -18,11 +19,13 @@ import paddle
 import paddle.nn as nn
 from paddlenlp.trainer import PdArgumentParser, Trainer, TrainingArguments
 from paddlenlp.trainer.integrations import VisualDLCallback
-from paddlenlp.trainer.trainer_utils import IntervalStrategy
+from paddlenlp.trainer.trainer_utils import IntervalStrategy, get_last_checkpoint
 
 from ..datasets import GlobalBatchSampler
+from ..errors import TrainingStopped
 from ..runtime import configure_training_runtime
-from .callbacks import GradNormMonitor, SafeVisualDLCallback
+from ..serialization import verify_checkpoint_dir
+from .callbacks import GradNormMonitor, NonFiniteGuard, SafeVisualDLCallback
 from .optim import apply_lr_scales, decayed_parameter_names
 from .schedules import WarmupCosineLR, WeightDecaySchedule
 
@@ -42,6 +45,9 @@ class EVATrainingArguments(TrainingArguments):
     dp_degree: int = field(default=-1, metadata={"help": "data-parallel degree; -1 = what the launch implies"})
     tensorboard: bool = field(default=True, metadata={"help": "log to VisualDL (in output_dir/runs)"})
     dataloader_drop_last: bool = field(default=True, metadata={"help": "drop the last incomplete global batch"})
+    max_nonfinite_steps: int = field(
+        default=3, metadata={"help": "stop after this many optimizer steps in a row with a non-finite loss or "
+                                     "gradient norm (each is skipped)"})
 
     def __post_init__(self):
         # PaddleNLP resets the parallel degrees to -1 in a single process; keep what was asked to check it
@@ -172,8 +178,11 @@ class EVATrainer(Trainer):
             self.add_callback(SafeVisualDLCallback())
         self.grad_norm = GradNormMonitor()
         self.add_callback(self.grad_norm)
+        self.nonfinite_guard = NonFiniteGuard(self.grad_norm, self.args.max_nonfinite_steps)
+        self.add_callback(self.nonfinite_guard)
         self.wd_schedule: Optional[WeightDecaySchedule] = None
         self.train_sampler: Optional[GlobalBatchSampler] = None
+        self._verified_checkpoints: set = set()  # resumed checkpoints already read with the restricted unpickler
 
     # ---------------------------------------------------------------------------------- data
     def _get_train_sampler(self):
@@ -231,12 +240,67 @@ class EVATrainer(Trainer):
                         self.args.min_lr, self.args.weight_decay, wd_end)
         return self.lr_scheduler
 
+    def training_step(self, model, inputs):
+        """PaddleNLP's step, with the backward skipped (on every rank) when the loss is not finite: the optimizer
+        step that follows is then skipped too (`NonFiniteGuard`)."""
+        if self.args.pipeline_parallel_degree > 1:
+            return super().training_step(model, inputs)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        with self.autocast_smart_context_manager():
+            loss = self.compute_loss(model, inputs)
+        if self.args.gradient_accumulation_steps > 1 and not self._enable_delay_scale_loss():
+            loss = loss / self.args.gradient_accumulation_steps
+        if not self.nonfinite_guard.loss_is_finite(loss):
+            return paddle.zeros_like(loss.detach())
+        if self.do_grad_scaling:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        return loss.detach()
+
     def log(self, logs, **kwargs):
         if "loss" in logs and self.grad_norm.value is not None:
             logs["grad_norm"] = round(self.grad_norm.value, 6)
         if "loss" in logs and self.wd_schedule is not None:
             logs["weight_decay"] = round(self.wd_schedule.value(self.state.global_step), 8)
         super().log(logs, **kwargs)
+
+    # ---------------------------------------------------------------------------- resuming
+    def resolve_checkpoint(self, resume_from_checkpoint):
+        """A checkpoint directory for `--resume_from_checkpoint`: a path as given, or True / "true" / "last" for
+        the newest complete `checkpoint-N` in output_dir (staging folders of an interrupted save never count)."""
+        if resume_from_checkpoint is True or str(resume_from_checkpoint).lower() in ("true", "last"):
+            last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+            if last is None:
+                raise FileNotFoundError(f"--resume_from_checkpoint: no complete checkpoint-N in {self.args.output_dir}")
+            logger.info("resuming from %s", last)
+            return last
+        if resume_from_checkpoint and not os.path.isdir(str(resume_from_checkpoint)):
+            raise FileNotFoundError(f"--resume_from_checkpoint: {resume_from_checkpoint} is not a directory")
+        return resume_from_checkpoint or None
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        return super().train(resume_from_checkpoint=self.resolve_checkpoint(resume_from_checkpoint), **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint=None):
+        """Before PaddleNLP `paddle.load`s a checkpoint's pickles (model, optimizer, scheduler, RNG states), read
+        each with the restricted unpickler: a file that would run code is refused, naming it."""
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        self._verify_checkpoint(checkpoint)
+        return super()._load_from_checkpoint(resume_from_checkpoint)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        """Verified too: with sharding stage1 PaddleNLP loads the optimizer before the model."""
+        self._verify_checkpoint(checkpoint)
+        return super()._load_optimizer_and_scheduler(checkpoint)
+
+    def _verify_checkpoint(self, checkpoint) -> None:
+        if isinstance(checkpoint, str) and checkpoint not in self._verified_checkpoints:
+            verify_checkpoint_dir(checkpoint)
+            self._verified_checkpoints.add(checkpoint)
 
     # ------------------------------------------------------------------------------ saving
     def _save_checkpoint(self, model, metrics=None):
@@ -245,16 +309,29 @@ class EVATrainer(Trainer):
         the staging folder, which resuming never picks up (and the next save clears)."""
         final_root = self.args.output_dir
         name = f"checkpoint-{self.state.global_step}"
+        check_finite_parameters(self.model, name)
         staging_root = os.path.join(final_root, f".staging-{name}")
         if self.args.should_save and os.path.isdir(staging_root):
             shutil.rmtree(staging_root)
         self._barrier()
         self.args.output_dir = staging_root
+        refused: Optional[OSError] = None
         try:
             super()._save_checkpoint(model, metrics=metrics)
+        except OSError as err:
+            if err.errno not in _DISK_FULL_ERRNOS:
+                raise
+            refused = err
         finally:
             self.args.output_dir = final_root
-        self._barrier()
+        if not self._all_ranks_agree(refused is None):
+            shutil.rmtree(staging_root, ignore_errors=True)
+            previous = get_last_checkpoint(final_root)
+            kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+            raise TrainingStopped(
+                f"{name} could not be written to {final_root} ({refused or 'another rank could not write its part'});"
+                f" {kept}. Free space there (or give another --output_dir) and resume with --resume_from_checkpoint"
+            ) from refused
         if self.args.should_save:
             target = os.path.join(final_root, name)
             if os.path.isdir(target):
@@ -266,6 +343,33 @@ class EVATrainer(Trainer):
             self._rotate_checkpoints(use_mtime=True, output_dir=final_root)
         self._barrier()
 
+    def save_model(self, output_dir: Optional[str] = None, merge_tensor_parallel: Optional[bool] = False):
+        check_finite_parameters(self.model, output_dir or self.args.output_dir)
+        super().save_model(output_dir, merge_tensor_parallel)
+
     def _barrier(self) -> None:
         if self.args.world_size > 1:
             paddle.distributed.barrier()
+
+    def _all_ranks_agree(self, ok: bool) -> bool:
+        """True when `ok` holds on every rank (one all-reduce; all ranks must call it)."""
+        if self.args.world_size <= 1:
+            return ok
+        flag = paddle.to_tensor([1.0 if ok else 0.0])
+        paddle.distributed.all_reduce(flag, op=paddle.distributed.ReduceOp.MIN)
+        return bool(float(flag) == 1.0)
+
+
+#: what a full (or quota- / size-limited) file system answers to a write
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def check_finite_parameters(model, destination: str) -> None:
+    """Refuse to save weights that hold NaN or inf (they would overwrite a good checkpoint with a useless one)."""
+    layer = getattr(model, "_layers", model)
+    bad = [name for name, param in layer.named_parameters() if not bool(paddle.isfinite(param).all())]
+    if bad:
+        raise TrainingStopped(
+            f"not saving {destination}: {len(bad)} parameters hold NaN or inf (e.g. {bad[:3]}); the previous "
+            "checkpoint is kept. Resume from it with a lower --learning_rate or gradient clipping (--max_grad_norm)"
+        )

@@ -1,12 +1,19 @@
-"""Trainer callbacks shared by the recipes: VisualDL logging that works, gradient-norm measurement."""
+"""Trainer callbacks shared by the recipes: VisualDL logging that works, gradient-norm measurement, the guard
+against non-finite losses."""
 from __future__ import annotations
 
-from typing import Optional
+import logging
+import math
+from typing import List, Optional
 
 import paddle
 import paddle.distributed as dist
 from paddlenlp.trainer import TrainerCallback
 from paddlenlp.trainer.integrations import VisualDLCallback
+
+from ..errors import TrainingStopped
+
+logger = logging.getLogger(__name__)
 
 
 class SafeVisualDLCallback(VisualDLCallback):
@@ -57,3 +64,52 @@ class GradNormMonitor(TrainerCallback):
         if scale is not None:  # fp16 loss scaling: report the true gradient norm
             norm /= float(scale)
         self.value = norm
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Skips every optimizer step whose loss (any micro-batch, any rank) or gradient norm is not finite, and stops
+    the run after `patience` such steps in a row, so a diverged run neither keeps training on garbage nor saves it.
+
+    The trainer asks `loss_is_finite` before each backward; the answer is agreed across data-parallel ranks, so
+    all of them skip the same backward and none waits in a gradient all-reduce. A skipped step's gradients are
+    dropped (set to None), which Paddle's optimizers treat as "no update" for every parameter; the learning-rate
+    schedule moves on."""
+
+    def __init__(self, grad_norm: GradNormMonitor, patience: int = 3):
+        self.grad_norm, self.patience = grad_norm, int(patience)
+        self.poisoned = False
+        self.skipped_steps: List[int] = []  # global steps (1-based) skipped in the current run of bad steps
+
+    def loss_is_finite(self, loss: paddle.Tensor) -> bool:
+        finite = paddle.isfinite(loss.detach().astype("float32")).all().astype("float32").reshape([1])
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if float(finite) < 1.0:
+            self.poisoned = True
+            return False
+        return True
+
+    def on_optimizer_begin(self, args, state, control, optimizer=None, **kwargs):
+        norm = self.grad_norm.value
+        if not self.poisoned and (norm is None or math.isfinite(norm)):
+            self.skipped_steps = []
+            return
+        step = state.global_step + 1
+        self.skipped_steps.append(step)
+        reason = "loss" if self.poisoned else f"gradient norm ({norm})"
+        logger.warning("step %d: non-finite %s; the update is skipped (%d in a row, the run stops at %d)", step,
+                       reason, len(self.skipped_steps), self.patience)
+        if len(self.skipped_steps) >= self.patience:
+            raise TrainingStopped(
+                f"training stopped at step {step}: the {reason} was not finite in {len(self.skipped_steps)} steps in "
+                f"a row (steps {self.skipped_steps}); nothing was saved from them. Lower --learning_rate, raise "
+                "--warmup_steps or clip gradients (--max_grad_norm), then resume from the last checkpoint "
+                "(--resume_from_checkpoint)"
+            )
+        for inner in optimizer_wrappers(optimizer):
+            if hasattr(inner, "clear_grad"):
+                inner.clear_grad(set_to_zero=False)
+                break
+
+    def on_optimizer_end(self, args, state, control, **kwargs):
+        self.poisoned = False

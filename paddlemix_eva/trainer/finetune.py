@@ -177,6 +177,7 @@ class FinetuneTrainer(EVATrainer):
             self.ema.save(ema_dir(output_dir or self.args.output_dir))
 
     def train(self, resume_from_checkpoint=None, **kwargs):
+        resume_from_checkpoint = self.resolve_checkpoint(resume_from_checkpoint)
         if self.ema is not None and isinstance(resume_from_checkpoint, str):
             if os.path.isdir(ema_dir(resume_from_checkpoint)):
                 self.ema.load(ema_dir(resume_from_checkpoint))
