@@ -56,12 +56,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _load_for_prediction(args: argparse.Namespace):
+    threads = args.threads or os.cpu_count() or 1
     if args.backend == "inference":
         from .inference_backend import load_exported
 
-        return load_exported(args.model, num_threads=args.threads)
+        return load_exported(args.model, num_threads=threads)
     from .inference import load_classifier_for_inference
+    from .runtime import set_cpu_threads
 
+    set_cpu_threads(threads)  # Paddle's eager CPU kernels default to one thread
     return load_classifier_for_inference(args.model)
 
 
@@ -151,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dygraph: the Paddle model; inference: a model written by `paddlemix-eva export`")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of the inference backend (default: all)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of either backend (default: all cores)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("features", help="features of every image under a directory, saved as .npy")
@@ -171,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("convert", help="convert an official / timm / open_clip / PaddleMIX checkpoint")
-    p.add_argument("src", help="weight file (.pt/.pth/.bin with torch installed, .safetensors, .pdparams, .npz)")
+    p.add_argument("src", help="weight file (.pt/.pth/.bin, .safetensors, .pdparams, .npz; read without running code)")
     p.add_argument("--format", required=True, choices=FORMATS, help="layout of SRC")
     p.add_argument("--model", default=None, help="zoo name to take the architecture from (default: infer from shapes)")
     p.add_argument("--out", required=True, help="output directory (config.json + model_state.pdparams)")

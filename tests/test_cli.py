@@ -152,7 +152,7 @@ def test_list_prints_every_model_with_counted_parameters(cli_runs):
     assert by_name["eva02_L_pt_in21k_medft_in21k_ft_in1k_p14"][6] == "89.9"
     for name, gmacs in (("eva02_Ti_pt_in21k_ft_in1k_p14", 4.68), ("eva02_S_pt_in21k_ft_in1k_p14", 15.48),
                         ("eva02_B_pt_in21k_ft_in1k_p14", 107.11), ("eva02_L_pt_in21k_ft_in1k_p14", 362.33)):
-        assert float(by_name[name][5]) == pytest.approx(gmacs, rel=0.02)
+        assert float(by_name[name][5]) == pytest.approx(gmacs, rel=0.005)  # the README says "within 0.5%"
     assert by_name["eva02_B_pt_in21k_p14to16"][3] == "16"
 
 
@@ -325,3 +325,17 @@ def test_predict_with_the_inference_backend_agrees_with_the_model(cli_runs):
     assert [row[1:] for row in lines(inference)] == [row[1:] for row in lines(dygraph)]  # labels and names
     np.testing.assert_allclose([float(r[0]) for r in lines(inference)], [float(r[0]) for r in lines(dygraph)],
                                atol=2e-4)
+
+
+def test_predict_threads_set_the_eager_kernels_too(tiny_eva02_config, tmp_path, capsys):
+    """`--threads` acts on the default (dygraph) backend as well; without it, predict uses every core."""
+    from paddlemix_eva import runtime
+    from paddlemix_eva.cli import main
+    from paddlemix_eva.models import EVA02VisionTransformer
+
+    EVA02VisionTransformer(tiny_eva02_config).save_pretrained(str(tmp_path / "model"))
+    assert main(["predict", sample_image_path(), "--model", str(tmp_path / "model"), "--threads", "1"]) == 0
+    assert runtime.current_cpu_threads() == 1
+    assert main(["predict", sample_image_path(), "--model", str(tmp_path / "model")]) == 0
+    assert runtime.current_cpu_threads() == (os.cpu_count() or 1)
+    assert capsys.readouterr().out.count(sample_image_path()) == 2

@@ -192,10 +192,13 @@ def test_two_process_loss_and_gradients_equal_one_process(tmp_path):
     dist_result = np.load(tmp_path / "dist.npz")
     loss, grads = _run_single_process_reference()
     # each gradient element sums over the 8 x 77 text positions (5 image tokens) and the 8 x 8 logits, in another
-    # order on 2 processes: 1024 terms bounds the float32 reordering error; a wrong gather or scale is O(1)
+    # order on 2 processes: 1024 terms bounds the float32 reordering error; a wrong gather or scale is O(1). The
+    # key biases' gradients are zero up to rounding (softmax cancels them): their scale is that of the terms, at
+    # least 1e-3 of the largest gradient
     assert_float32_close(dist_result["loss"], loss, terms=1024)
+    largest = max(float(np.abs(g).max()) for g in grads.values())
     for name, grad in grads.items():
-        assert_float32_close(dist_result[name], grad, terms=1024, err_msg=name)
+        assert_float32_close(dist_result[name], grad, terms=1024, floor=1e-3 * largest, err_msg=name)
 
 
 def test_weight_decay_only_on_matrices():

@@ -11,11 +11,13 @@ import numpy as np
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-def float32_tolerance(expected, terms: int) -> dict:
-    """`assert_allclose` keyword arguments for values that are sums of about `terms` float32 products."""
+def float32_tolerance(expected, terms: int, floor: float = 0.0) -> dict:
+    """`assert_allclose` keyword arguments for values that are sums of about `terms` float32 products. `floor`
+    bounds the scale from below, for tensors that are (nearly) zero while their terms are not (e.g. the gradient
+    of a key bias, which softmax cancels exactly): pass the magnitude of the quantities they are computed from."""
     scale = float(np.max(np.abs(expected))) if np.size(expected) else 0.0
-    return {"rtol": terms * EPS32, "atol": terms * EPS32 * (scale or 1.0)}
+    return {"rtol": terms * EPS32, "atol": terms * EPS32 * (max(scale, floor) or 1.0)}
 
 
-def assert_float32_close(actual, expected, terms: int, err_msg: str = "") -> None:
-    np.testing.assert_allclose(actual, expected, err_msg=err_msg, **float32_tolerance(expected, terms))
+def assert_float32_close(actual, expected, terms: int, floor: float = 0.0, err_msg: str = "") -> None:
+    np.testing.assert_allclose(actual, expected, err_msg=err_msg, **float32_tolerance(expected, terms, floor))

@@ -138,7 +138,7 @@ class FinetuneTrainer(EVATrainer):
     sample exactly once (raw and EMA weights) and reports top-1 / top-5."""
 
     def __init__(self, *args, layer_decay: float = 1.0, ema_decay: Optional[float] = None, class_names=None,
-                 eval_batch_size: Optional[int] = None, **kwargs):
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.layer_decay = float(layer_decay)
         self.class_names = class_names
