@@ -204,6 +204,9 @@ def test_grid_mismatch_and_parallel_layouts_are_refused_before_training():
             check_run_arguments(MIMPretrainArguments(output_dir="unused", bf16=True))
     with pytest.raises(ValueError, match="dp_degree 4 does not match"):
         check_run_arguments(MIMPretrainArguments(output_dir="unused", dp_degree=4))
+    with pytest.raises(ValueError, match="--lr_scheduler_type linear: the EVA recipes schedule"):
+        check_run_arguments(MIMPretrainArguments(output_dir="unused", lr_scheduler_type="linear"))
+    check_run_arguments(MIMPretrainArguments(output_dir="unused", lr_scheduler_type="cosine"))  # PaddleMIX passes it
     accumulate = MIMPretrainArguments(output_dir="unused", accum_freq=3)
     check_run_arguments(accumulate)
     assert accumulate.gradient_accumulation_steps == 3

@@ -323,16 +323,10 @@ def test_classifier_from_a_paddlemix_mim_directory_interpolates_rope_like_upstre
 
 # ---------------------------------------------------------------------------------------- commands
 def test_paddlemix_eval_command_runs_verbatim(tmp_path, tiny_eva02_config):
-    from PIL import Image
-
     model_dir = tmp_path / "model"
     tiny_eva02_config.num_classes = 2
     EVA02VisionTransformer(tiny_eva02_config).save_pretrained(str(model_dir))
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        os.makedirs(tmp_path / "val" / cls)
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 255, (60, 60, 3), dtype=np.uint8)).save(tmp_path / "val" / cls / f"{i}.png")
+    _image_folder(tmp_path / "val")
     command = [sys.executable, os.path.join(ROOT, "examples", "eva02", "run_eva02_finetune_eval.py"), "--do_eval",
                "--model", str(model_dir), "--pretrained_model_path", "None", "--eval_data_path", str(tmp_path / "val"),
                "--input_size", "56", "--per_device_eval_batch_size", "4", "--dataloader_num_workers", "0",
@@ -352,3 +346,57 @@ def test_paddlemix_eval_command_runs_verbatim(tmp_path, tiny_eva02_config):
     assert with_weights.returncode == 0 and "weights loaded from" in with_weights.stderr
     refused = subprocess.run(command[:-1] + ["True"], capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "only runs on CUDA" in refused.stderr
+
+
+def _image_folder(root, classes=("a", "b"), per_class=3, size=60):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in classes:
+        os.makedirs(root / cls)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return str(root)
+
+
+@pytest.mark.slow
+def test_paddlemix_pretrain_and_finetune_commands_run_verbatim(tmp_path, tiny_eva02_config):
+    """PaddleMIX's documented commands with their sizes, steps and paths scaled down; every flag is accepted."""
+    composite, _ = _composite_dir(tmp_path)
+    images = _image_folder(tmp_path / "images", classes=("x",), per_class=8, size=230)
+    pretrain = [
+        os.path.join(ROOT, "examples", "eva02", "run_eva02_pretrain_dist.py"), "--do_train", "--data_path", images,
+        "--model", composite, "--teacher", "paddlemix/EVA/EVA01-CLIP-g-14",
+        "--student", "paddlemix/EVA/EVA02/eva02_Ti_pt_in21k_p14", "--input_size", "224", "--drop_path", "0.0",
+        "--optim", "adamw", "--learning_rate", "3e-3", "--weight_decay", "0.05", "--adam_beta1", "0.9",
+        "--adam_beta2", "0.98", "--adam_epsilon", "1e-6", "--max_grad_norm", "3.0", "--lr_scheduler_type", "cosine",
+        "--warmup_lr", "1e-6", "--min_lr", "1e-5", "--num_train_epochs", "1", "--save_epochs", "1",
+        "--warmup_epochs", "1", "--per_device_train_batch_size", "4", "--dataloader_num_workers", "0",
+        "--output_dir", str(tmp_path / "pt"), "--logging_dir", str(tmp_path / "pt" / "tb_log"), "--logging_steps", "1",
+        "--accum_freq", "1", "--dp_degree", "1", "--tensor_parallel_degree", "1", "--sharding_parallel_degree", "1",
+        "--pipeline_parallel_degree", "1", "--disable_tqdm", "True", "--tensorboard", "True",
+        "--stu_pretrained_model_path", "None", "--tea_pretrained_model_path", "None", "--fp16_opt_level", "O1",
+        "--seed", "0", "--recompute", "True", "--bf16", "False"]
+    result = subprocess.run([sys.executable, *pretrain], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--teacher paddlemix/EVA/EVA01-CLIP-g-14 is ignored" in result.stderr  # the composite's teacher trains
+    assert "MIM pre-training done: 2 steps" in result.stderr
+
+    tiny_eva02_config.num_classes = 2
+    EVA02VisionTransformer(tiny_eva02_config).save_pretrained(str(tmp_path / "init"))
+    data = _image_folder(tmp_path / "cls")
+    finetune = [
+        os.path.join(ROOT, "examples", "eva02", "run_eva02_finetune_dist.py"), "--do_train", "--data_path", data,
+        "--eval_data_path", data, "--pretrained_model_path", str(tmp_path / "init" / "model_state.pdparams"),
+        "--model", str(tmp_path / "init"), "--input_size", "56", "--layer_decay", "0.9", "--drop_path", "0.1",
+        "--optim", "adamw", "--learning_rate", "2e-4", "--weight_decay", "0.05", "--adam_beta1", "0.9",
+        "--adam_beta2", "0.999", "--adam_epsilon", "1e-8", "--max_grad_norm", "0.0", "--lr_scheduler_type", "cosine",
+        "--lr_end", "1e-7", "--warmup_lr", "0.0", "--min_lr", "0.0", "--num_train_epochs", "1", "--save_epochs", "1",
+        "--warmup_epochs", "0", "--per_device_train_batch_size", "2", "--dataloader_num_workers", "0",
+        "--output_dir", str(tmp_path / "ft"), "--logging_dir", str(tmp_path / "ft" / "tb_log"), "--logging_steps", "1",
+        "--accum_freq", "1", "--dp_degree", "1", "--tensor_parallel_degree", "1", "--sharding_parallel_degree", "1",
+        "--pipeline_parallel_degree", "1", "--disable_tqdm", "True", "--tensorboard", "True", "--recompute", "True",
+        "--fp16_opt_level", "O1", "--seed", "0", "--fp16", "False"]
+    result = subprocess.run([sys.executable, *finetune], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fine-tuning done: 3 steps" in result.stderr and os.path.isfile(tmp_path / "ft" / "model_state.pdparams")

@@ -45,6 +45,9 @@ class EVATrainingArguments(TrainingArguments):
     dp_degree: int = field(default=-1, metadata={"help": "data-parallel degree; -1 = what the launch implies"})
     tensorboard: bool = field(default=True, metadata={"help": "log to VisualDL (in output_dir/runs)"})
     dataloader_drop_last: bool = field(default=True, metadata={"help": "drop the last incomplete global batch"})
+    lr_scheduler_type: str = field(
+        default="cosine", metadata={"help": "cosine (linear warmup from --warmup_lr, then cosine to --min_lr): the only "
+                                            "schedule of the EVA recipes"})
     max_nonfinite_steps: int = field(
         default=3, metadata={"help": "stop after this many optimizer steps in a row with a non-finite loss or "
                                      "gradient norm (each is skipped)"})
@@ -98,6 +101,10 @@ def check_run_arguments(args: EVATrainingArguments) -> None:
         )
     if args.pipeline_parallel_degree > 1:
         raise ValueError("pipeline parallel is not supported by the EVA recipes")
+    if str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)) != "cosine":
+        raise ValueError(f"--lr_scheduler_type {args.lr_scheduler_type.value}: the EVA recipes schedule the learning "
+                         "rate as linear warmup (--warmup_lr, --warmup_epochs/--warmup_steps) then cosine to --min_lr; "
+                         "pass cosine or leave the flag out")
     if args.accum_freq > 1:
         if args.gradient_accumulation_steps not in (1, args.accum_freq):
             raise ValueError("--accum_freq and --gradient_accumulation_steps disagree; give one of them")
