@@ -7,6 +7,10 @@ from . import runtime as _runtime
 _runtime.require_paddle()
 _runtime.configure_cpu_backend()
 
+from . import logs as _logs  # noqa: E402
+
+_logs.silence_import_noise()
+
 from .version import __version__  # noqa: E402
 from .zoo import get_model, list_models  # noqa: E402
 

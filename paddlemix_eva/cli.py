@@ -7,6 +7,8 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+from .logs import progress
+
 logger = logging.getLogger("paddlemix_eva")
 
 
@@ -29,20 +31,13 @@ def zoo_rows(pattern: Optional[str] = None) -> List[List[object]]:
 
     names = zoo.list_models(pattern)
     rows = []
-    for name in _progress(names, "counting"):
+    for name in progress(names, "counting parameters and MACs", unit="model"):
         entry = zoo.get_entry(name)
         params = f"{zoo.count_parameters(entry):,}"
         gmacs = f"{zoo.count_image_macs(name) / 1e9:.2f}"
         top1 = f"{entry.top1:.1f}" if entry.top1 is not None else "-"
         rows.append([name, entry.task, entry.image_size, entry.patch_size, params, gmacs, top1])
     return rows
-
-
-def _progress(items: Sequence, desc: str):
-    """A progress bar on stderr when it is a terminal."""
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, disable=None, leave=False, file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -93,7 +88,17 @@ def cmd_features(args: argparse.Namespace) -> int:
     from .inference import extract_features, list_image_files
     from .models import EVA02VisionTransformer
 
-    files = list_image_files(args.directory)
+    files, shown = [], {}  # shown: how each file is named in the row listing
+    for source in args.paths:
+        if os.path.isdir(source):
+            found = list_image_files(source)
+            files += found
+            shown.update((path, os.path.relpath(path, source)) for path in found)
+        elif os.path.isfile(source):
+            files.append(source)
+            shown[source] = source
+        else:
+            raise FileNotFoundError(f"no such image file or folder: {source}")
     model = EVA02VisionTransformer.from_pretrained(args.model)
     features, errors = extract_features(model, files, patch_tokens=args.patch_tokens, batch_size=args.batch_size)
     kept = [path for path, error in zip(files, errors) if error is None]
@@ -102,7 +107,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     np.save(out, features)
     listing = out[: -len(".npy")] + ".files.txt"
     with open(listing, "w", encoding="utf-8") as f:
-        f.writelines(os.path.relpath(path, args.directory) + "\n" for path in kept)
+        f.writelines(shown[path] + "\n" for path in kept)
     print(f"features {list(features.shape)} of {len(kept)} images -> {out} (row order: {listing})")
     skipped = len(files) - len(kept)
     if skipped:
@@ -111,10 +116,10 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .inference import load_classifier_for_inference
     from .inference_backend import export_model
-    from .models import EVA02VisionTransformer
 
-    model = EVA02VisionTransformer.from_pretrained(args.model)
+    model = load_classifier_for_inference(args.model)
     out = export_model(model, args.out, input_size=args.input_size, dtype=args.dtype)
     print(f"exported {args.model} -> {out}; run it with `paddlemix-eva predict IMAGE --model {out} --backend inference`")
     return 0
@@ -129,8 +134,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_mae_visualize(args: argparse.Namespace) -> int:
+    from .models.mae.masking import check_mask_ratio
     from .models.mae.visualize import save_reconstruction_figure
 
+    if args.mask_ratio is not None:  # before the model loads
+        try:
+            check_mask_ratio(args.mask_ratio)
+        except ValueError as err:
+            raise ValueError(f"--mask-ratio: {err}") from None
     out = save_reconstruction_figure(args.model, args.image, args.out, mask_ratio=args.mask_ratio, seed=args.seed)
     print(f"original | masked | reconstructed -> {out}")
     return 0
@@ -140,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .convert import FORMATS
 
     parser = argparse.ArgumentParser(prog="paddlemix-eva", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show Paddle's / PaddleNLP's own messages and DEBUG logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list the model zoo with counted parameters and GMACs")
@@ -157,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads of either backend (default: all cores)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("features", help="features of every image under a directory, saved as .npy")
-    p.add_argument("directory", help="folder of images (searched recursively)")
+    p = sub.add_parser("features", help="features of images (files, or every image under folders), saved as .npy")
+    p.add_argument("paths", nargs="+", help="image files and/or folders of images (searched recursively)")
     p.add_argument("--model", required=True, help="zoo name or model directory")
     p.add_argument("--out", required=True, help="output .npy file; the row order is written next to it (.files.txt)")
     p.add_argument("--patch-tokens", action="store_true", help="patch tokens [N, P, D] instead of pooled features")
@@ -195,9 +207,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import paddlemix_eva  # noqa: F401  - CPU backend settings before paddle loads
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from .logs import setup_logging
+
+    setup_logging(args.verbose)
     from .errors import exit_on_bad_input
 
     return exit_on_bad_input(lambda: args.func(args))

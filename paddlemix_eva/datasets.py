@@ -47,6 +47,8 @@ def collate_skip_invalid(samples: Sequence[Optional[tuple]]):
 
 def list_image_files(directory: str) -> List[str]:
     """Files under `directory` (recursively, sorted) with an image suffix; other files are reported, not read."""
+    if os.path.isfile(directory):
+        raise ValueError(f"{directory} is a file, not a folder of images")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"image directory not found: {directory}")
     found, others = [], []
@@ -187,11 +189,15 @@ class ImageFolder(RobustDataset):
 class ImageTextManifest(RobustDataset):
     """Image-caption pairs from a JSONL (`{"image": path, "caption": text}` per line) or CSV (header with
     `image` and `caption` columns) manifest; relative image paths are resolved against the manifest's folder.
-    `dataset[i]` is (transformed image, token ids)."""
+    `dataset[i]` is (transformed image, token ids). `transform(image, rng)` gets a generator seeded by (seed,
+    epoch, index), so augmentation does not depend on the number of processes or workers (as for
+    `SeededImageDataset`)."""
 
-    def __init__(self, manifest: str, transform: Transform, tokenize: Callable[[str], np.ndarray],
-                 image_key: str = "image", caption_key: str = "caption", on_error: str = "substitute"):
+    def __init__(self, manifest: str, transform: Callable[[Image.Image, np.random.Generator], object],
+                 tokenize: Callable[[str], np.ndarray], image_key: str = "image", caption_key: str = "caption",
+                 on_error: str = "substitute", seed: int = 0):
         super().__init__(on_error)
+        self.seed, self.epoch = int(seed), 0
         if not os.path.isfile(manifest):
             raise FileNotFoundError(f"manifest not found: {manifest}")
         base = os.path.dirname(os.path.abspath(manifest))
@@ -230,6 +236,9 @@ class ImageTextManifest(RobustDataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
     def load(self, index: int):
         path, caption = self.pairs[index]
         if not os.path.isfile(path):
@@ -238,7 +247,8 @@ class ImageTextManifest(RobustDataset):
         img = open_rgb(path)
         if img is None:
             return None
-        return self.transform(img), self.tokenize(caption)[0]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.transform(img, rng), self.tokenize(caption)[0]
 
 
 class GlobalBatchSampler(paddle.io.DistributedBatchSampler):

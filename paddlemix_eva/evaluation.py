@@ -16,6 +16,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from .logs import progress
+
 logger = logging.getLogger(__name__)
 
 
@@ -98,7 +100,7 @@ def predict(model, dataset, batch_size: int = 64, num_workers: int = 0, precisio
     indices: List[np.ndarray] = []
     logits: List[np.ndarray] = []
     labels: List[np.ndarray] = []
-    for batch in loader:
+    for batch in progress(loader, f"evaluating {len(share)} images", unit="batch"):
         if batch is None:
             continue
         images, batch_labels, batch_indices = batch
@@ -134,6 +136,9 @@ def evaluate_classifier(model, dataset, batch_size: int = 64, num_workers: int =
     if len(np.unique(out["indices"])) != len(out["indices"]):
         raise RuntimeError("a sample was evaluated twice; the rank shares overlap")
     metrics = classification_metrics(out["logits"], out["labels"], class_names)
+    if out["logits"].shape[1] <= 5:
+        logger.info("top-5 over %d classes counts every sample as correct (k >= number of classes)",
+                    out["logits"].shape[1])
     metrics["skipped"] = len(dataset) - metrics["num_samples"]
     if metrics["skipped"]:
         logger.warning("%d of %d images could not be read and were skipped", metrics["skipped"], len(dataset))

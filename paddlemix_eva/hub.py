@@ -66,6 +66,37 @@ def download(url: str, dest: str, validate: Optional[Callable[[str], None]] = No
     nothing behind under `dest` and raises `DownloadError` naming the URL and where to place the file by hand."""
     manual = f"download {url} yourself and save it as {dest}, or pass a local model directory instead of the name"
     logger.info("downloading %s -> %s", url, dest)
+    created = _first_missing_dir(os.path.dirname(os.path.abspath(dest)))
+    try:
+        return _download(url, dest, validate, timeout, manual)
+    except DownloadError:
+        if created is not None:  # leave no empty cache folders behind
+            _remove_empty_dirs(os.path.dirname(os.path.abspath(dest)), created)
+        raise
+
+
+def _first_missing_dir(directory: str) -> Optional[str]:
+    """The outermost folder of `directory` that does not exist yet (None if it all exists)."""
+    missing = None
+    while not os.path.isdir(directory):
+        missing, directory = directory, os.path.dirname(directory)
+    return missing
+
+
+def _remove_empty_dirs(leaf: str, top: str) -> None:
+    while os.path.isdir(leaf) and not os.listdir(leaf):
+        os.rmdir(leaf)
+        if leaf == top:
+            break
+        leaf = os.path.dirname(leaf)
+
+
+def _cause(err: BaseException) -> Optional[BaseException]:
+    """The urllib error behind a DownloadError: chained only when debugging, so a failed download is one message."""
+    return err if logger.isEnabledFor(logging.DEBUG) else None
+
+
+def _download(url: str, dest: str, validate, timeout: float, manual: str) -> str:
     try:
         with atomic_path(dest) as tmp:
             with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -97,18 +128,18 @@ def download(url: str, dest: str, validate: Optional[Callable[[str], None]] = No
                 except Exception as err:
                     raise DownloadError(
                         f"the file downloaded from {url} is corrupt ({err}); nothing was cached. Retry, or {manual}"
-                    ) from err
+                    ) from _cause(err)
     except DownloadError:
         raise
     except urllib.error.HTTPError as err:
-        raise DownloadError(f"cannot download {url}: HTTP {err.code} {err.reason}. To use it offline, {manual}") from err
+        raise DownloadError(f"cannot download {url}: HTTP {err.code} {err.reason}. To use it offline, {manual}") from _cause(err)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         reason = getattr(err, "reason", err)
-        raise DownloadError(f"cannot download {url} ({reason}). Without network access, {manual}") from err
+        raise DownloadError(f"cannot download {url} ({reason}). Without network access, {manual}") from _cause(err)
     except http.client.HTTPException as err:  # e.g. IncompleteRead: a chunked response cut off mid-stream
         raise DownloadError(
             f"download of {url} was interrupted ({err!r}); nothing was cached. Retry, or {manual}"
-        ) from err
+        ) from _cause(err)
     return dest
 
 

@@ -19,6 +19,7 @@ import paddle
 from PIL import Image, UnidentifiedImageError
 
 from .datasets import list_image_files
+from .logs import progress
 from .resources import imagenet_classnames
 from .transforms import CLIP_MEAN, CLIP_STD, EvalTransform, ImageLike, load_image
 
@@ -52,7 +53,22 @@ def load_classifier_for_inference(name_or_dir: str) -> paddle.nn.Layer:
                 f"{name_or_dir} holds a {model_type!r} model, not a classifier "
                 f"({EVA02VisionTransformer.config_class.model_type!r})"
             )
-    return EVA02VisionTransformer.from_pretrained(name_or_dir).eval()
+    model = EVA02VisionTransformer.from_pretrained(name_or_dir)
+    check_classifier(model, name_or_dir)
+    return model.eval()
+
+
+def check_classifier(model: paddle.nn.Layer, source: Optional[str] = None) -> None:
+    """Refuse a model object without a trained classification head (a MIM student, an MAE autoencoder, a CLIP
+    model, a classifier built with num_classes=0): its outputs are not class scores."""
+    classes = getattr(getattr(model, "config", None), "num_classes", 0) or 0
+    if getattr(type(model), "is_classifier", False) and classes > 0:
+        return
+    what = f"{source} ({type(model).__name__})" if source else type(model).__name__
+    reason = "has num_classes=0 (a feature extractor)" if getattr(type(model), "is_classifier", False) else \
+        "is not an image classifier"
+    raise ValueError(f"{what} {reason}: prediction, evaluation and export need a classification head; use a "
+                     "fine-tuned model, or `extract_features` / `model.extract_feat` for features")
 
 
 def _as_runner(model_or_name: ModelOrName) -> Tuple[Callable[[np.ndarray], np.ndarray], Any, Optional[Callable]]:
@@ -61,6 +77,7 @@ def _as_runner(model_or_name: ModelOrName) -> Tuple[Callable[[np.ndarray], np.nd
         model_or_name = load_classifier_for_inference(model_or_name)
     if isinstance(model_or_name, paddle.nn.Layer):
         model = model_or_name
+        check_classifier(model)
         model.eval()
 
         def logits(batch: np.ndarray) -> np.ndarray:
@@ -145,7 +162,8 @@ def _preprocess(
         except (ValueError, OSError) as err:
             if strict:
                 raise
-            logger.warning("skipping %s: %s", _describe(image), err)
+            message, where = str(err), _describe(image)
+            logger.warning("skipping %s", message if where in message else f"{where}: {message}")
             errors.append(str(err))
     return (np.stack(arrays).astype(np.float32) if arrays else None), errors
 
@@ -154,9 +172,7 @@ def _batches(items: Sequence[Any], batch_size: int, desc: str) -> Iterator[Seque
     """Chunks of `items`, with a progress bar on a terminal when there are several."""
     starts = range(0, len(items), batch_size)
     if len(starts) > 1:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc=desc, unit="batch", disable=None)
+        starts = progress(starts, desc, unit="batch")
     for start in starts:
         yield items[start : start + batch_size]
 

@@ -29,13 +29,16 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from .logs import native_output_hidden
+from .models.modeling_utils import EXPORT_MARKER
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["export_static", "CPUPredictor", "compile_for_cpu", "export_model", "load_exported", "ExportedModel",
            "cpu_has_bf16"]
 
 #: what `export_model` writes next to the program: input size, dtype and provenance
-EXPORT_META = "export.json"
+EXPORT_META = EXPORT_MARKER  # the file that tells an export directory from a model directory
 DTYPES = ("fp32", "bf16")
 
 
@@ -68,25 +71,13 @@ def export_static(
     model.eval()
     try:
         spec = [paddle.static.InputSpec(list(input_shape), "float32", input_name)]
-        paddle.jit.save(model, path_prefix, input_spec=spec)
+        with native_output_hidden():  # the PIR tracer's glog warnings
+            paddle.jit.save(model, path_prefix, input_spec=spec)
     finally:
         if was_training:
             model.train()
     logger.info("exported %s with input %s to %s", type(model).__name__, list(input_shape), path_prefix)
     return path_prefix
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Send what C++ code writes to the process's stdout (fd 1) to stderr for the duration."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 class CPUPredictor:
@@ -125,14 +116,15 @@ class CPUPredictor:
         self.onednn = bool(config.onednn_enabled())
         self.bf16 = bool(bf16)
         self._first_run = True
-        self._predictor = inference.create_predictor(config)
+        with native_output_hidden():
+            self._predictor = inference.create_predictor(config)
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         self._input.copy_from_cpu(np.ascontiguousarray(images, dtype=np.float32))
-        if self._first_run:  # oneDNN passes print diagnostics to stdout on the first run: keep stdout clean
-            with _stdout_to_stderr():
+        if self._first_run:  # oneDNN passes print diagnostics on the first run
+            with native_output_hidden():
                 self._predictor.run()
             self._first_run = False
         else:
@@ -192,6 +184,9 @@ def export_model(model: nn.Layer, out_dir: str, input_size: Optional[int] = None
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "image_size"):
         raise ValueError(f"{type(model).__name__} has no config.image_size; export_model needs a paddlemix-eva model")
+    from .inference import check_classifier
+
+    check_classifier(model)
     size = int(input_size or config.image_size)
     if size != int(config.image_size):
         import copy
@@ -227,6 +222,13 @@ class ExportedModel:
     def __init__(self, out_dir: str, num_threads: Optional[int] = None):
         meta_path = os.path.join(out_dir, EXPORT_META)
         if not os.path.isfile(meta_path):
+            source = out_dir.rstrip("/")
+            if os.path.isfile(os.path.join(out_dir, "config.json")):  # a model directory, not an export
+                raise FileNotFoundError(
+                    f"{out_dir} is a model directory, not an exported model (no {EXPORT_META}): predict it without "
+                    f"--backend inference, or export it first: `paddlemix-eva export --model {source} --out "
+                    f"{source}_export`, then use --model {source}_export --backend inference"
+                )
             raise FileNotFoundError(
                 f"{out_dir} is not an exported model (no {EXPORT_META}); create one with "
                 f"`paddlemix-eva export --model NAME_OR_DIR --out {out_dir}`"

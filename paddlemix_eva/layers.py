@@ -456,7 +456,7 @@ class Attention(nn.Layer):
         present = [bias for bias in biases if bias is not None]
         if not present:
             return None
-        zeros = paddle.zeros_like(present[0])
+        zeros = paddle.zeros(present[0].shape, dtype=present[0].dtype)  # zeros_like asks a static variable's place
         return paddle.concat([bias if bias is not None else zeros for bias in biases])
 
     def forward(

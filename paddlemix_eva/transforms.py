@@ -120,10 +120,11 @@ class RandomResizedCropTransform:
         self.scale, self.ratio, self.hflip = tuple(scale), tuple(ratio), float(hflip)
         self.normalize = Normalize(mean, std)
 
-    def __call__(self, image: ImageLike) -> np.ndarray:
+    def __call__(self, image: ImageLike, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+        """`rng` (e.g. seeded per sample) draws the crop and flip; without it numpy's global generator does."""
         img = load_image(image)
-        left, top, w, h = random_resized_crop_box(img.width, img.height, self.scale, self.ratio)
+        left, top, w, h = random_resized_crop_box(img.width, img.height, self.scale, self.ratio, rng)
         img = img.resize((self.image_size, self.image_size), Image.BICUBIC, box=(left, top, left + w, top + h))
-        if self.hflip and np.random.uniform() < self.hflip:
+        if self.hflip and (rng.uniform() if rng is not None else np.random.uniform()) < self.hflip:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return self.normalize(img)

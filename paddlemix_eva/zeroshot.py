@@ -19,6 +19,7 @@ import paddle.nn.functional as F
 from .checkpoint import atomic_path
 from .datasets import collate_skip_invalid
 from .evaluation import topk_correct
+from .logs import progress
 from .resources import data_path, imagenet_classnames
 from .serialization import load_npy
 
@@ -93,7 +94,7 @@ def build_classifier(
     model.eval()
     prompts = [template.format(name) for name in classnames for template in templates]
     embeddings = []
-    for start in range(0, len(prompts), batch_size):
+    for start in progress(range(0, len(prompts), batch_size), f"encoding {len(prompts)} prompts", unit="batch"):
         ids = paddle.to_tensor(tokenizer(prompts[start : start + batch_size]))
         embeddings.append(F.normalize(model.encode_text(ids), axis=-1).numpy())
     per_prompt = np.concatenate(embeddings).reshape(len(classnames), len(templates), -1)
@@ -118,7 +119,7 @@ def evaluate(model, dataset, classifier: np.ndarray, batch_size: int = 64, num_w
     weights = paddle.to_tensor(classifier)
     model.eval()
     hits1, hits5, count = 0, 0, 0
-    for batch in loader:
+    for batch in progress(loader, f"zero-shot evaluation of {len(dataset)} images", unit="batch"):
         if batch is None:
             continue
         images, labels = batch

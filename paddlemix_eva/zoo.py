@@ -107,7 +107,8 @@ def get_entry(name: str) -> ZooEntry:
     if entry is None:
         close = difflib.get_close_matches(name.rsplit("/", 1)[-1], [e.name for e in entries()], n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown model name {name!r}.{hint} `paddlemix_eva.list_models()` lists the zoo.")
+        raise KeyError(f"unknown model name {name!r}.{hint} `paddlemix-eva list` (in Python: "
+                       "`paddlemix_eva.list_models()`) lists the zoo.")
     return entry
 
 
@@ -126,10 +127,14 @@ def build_config(entry: ZooEntry, config_class=None, **overrides):
 
 
 def count_parameters(name_or_entry) -> int:
-    """Parameters of a zoo model, counted on a lazily built instance (no weights allocated)."""
+    """Parameters of a zoo model, counted on a lazily built instance (no weights allocated); cached like MACs."""
+    entry = name_or_entry if isinstance(name_or_entry, ZooEntry) else get_entry(name_or_entry)
+    return _cached_count("params", entry, _count_parameters)
+
+
+def _count_parameters(entry: ZooEntry) -> int:
     from .models.modeling_utils import count_parameters as count
 
-    entry = name_or_entry if isinstance(name_or_entry, ZooEntry) else get_entry(name_or_entry)
     model_class = entry.load_class()
     return count(model_class.build_lazily(build_config(entry, model_class.config_class)))
 
@@ -175,18 +180,26 @@ def count_image_macs(name: str) -> int:
     block of these encoders costs the same, so this equals the count on the full model (tested) without
     allocating a 4-billion-parameter model to list the zoo. Counts are cached in the weight cache directory.
     """
+    return _cached_count("macs", get_entry(name), _count_image_macs)
+
+
+#: counts of the zoo (parameters, MACs), cached in the weight cache directory
+COUNTS_CACHE = "paddlemix_eva_counts.json"
+
+
+def _cached_count(kind: str, entry: ZooEntry, compute) -> int:
+    """`compute(entry)`, cached on disk under a key of the entry's config and the code that builds it."""
     from . import hub
 
-    entry = get_entry(name)
-    cache_file = os.path.join(hub.cache_root(), "paddlemix_eva_macs.json")
-    key = _macs_cache_key(entry)
+    cache_file = os.path.join(hub.cache_root(), COUNTS_CACHE)
+    key = f"{kind}:{_macs_cache_key(entry)}"
     try:
         with open(cache_file) as f:
             cached = json.load(f)
     except (OSError, ValueError):
         cached = {}
-    if key not in cached:
-        cached[key] = _count_image_macs(entry)
+    if not isinstance(cached.get(key), int):
+        cached[key] = int(compute(entry))
         os.makedirs(os.path.dirname(cache_file), exist_ok=True)
         tmp = f"{cache_file}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:

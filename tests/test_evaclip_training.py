@@ -214,19 +214,41 @@ def test_weight_decay_only_on_matrices():
         assert exempt not in decayed, exempt
 
 
+def _run_training_script(colour_data, tmp_path, nproc, per_device, extra=()):
+    """The CLIP training script for 4 steps (global batch 16); returns the output dir and its logged losses."""
+    config_dir = tmp_path / "tiny"
+    if not config_dir.exists():
+        _tiny_config().save_pretrained(str(config_dir))
+    out = tmp_path / f"out{nproc}"
+    script = [os.path.join(ROOT, "examples", "evaclip", "run_pretrain_dist.py"), "--model", str(config_dir),
+              "--from_scratch", "true", "--train_data", str(colour_data / "pairs.jsonl"), "--output_dir", str(out),
+              "--per_device_train_batch_size", str(per_device), "--max_steps", "4", "--save_steps", "4",
+              "--logging_steps", "1", "--seed", "0", "--dataloader_num_workers", "0", *extra]
+    launch = ["-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir", str(tmp_path / "log")]
+    result = subprocess.run([sys.executable, *(launch if nproc > 1 else []), *script], capture_output=True,
+                            text=True, timeout=600, cwd=str(tmp_path))
+    log = (tmp_path / "log" / "workerlog.0").read_text() if nproc > 1 else result.stderr
+    assert result.returncode == 0, log[-3000:]
+    with open(out / "checkpoint-4" / "trainer_state.json") as f:
+        losses = {e["step"]: e["loss"] for e in json.load(f)["log_history"] if "loss" in e}
+    return out, losses
+
+
+@pytest.fixture(scope="module")
+def one_process_run(colour_data, tmp_path_factory):
+    return _run_training_script(colour_data, tmp_path_factory.mktemp("clip_one"), nproc=1, per_device=16)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sharding", ["", "stage1"])
-def test_training_script_runs_data_parallel_and_sharded(colour_data, tmp_path, sharding):
-    config_dir = tmp_path / "tiny"
-    _tiny_config().save_pretrained(str(config_dir))
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
-           str(tmp_path / "log"), os.path.join(ROOT, "examples", "evaclip", "run_pretrain_dist.py"),
-           "--model", str(config_dir), "--from_scratch", "true", "--train_data", str(colour_data / "pairs.jsonl"),
-           "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "8", "--max_steps", "4",
-           "--save_steps", "4", "--logging_steps", "1", "--seed", "0"] + (["--sharding", sharding] if sharding else [])
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
-    log = (tmp_path / "log" / "workerlog.0").read_text()
-    assert result.returncode == 0, log[-3000:]
-    assert log.count("loss: ") >= 4
-    reloaded = EVACLIP.from_pretrained(str(tmp_path / "out"))
+def test_training_script_on_two_processes_follows_one_process(colour_data, one_process_run, tmp_path, sharding):
+    """Data parallel and sharding stage1 train on the same global batches as one process: the same loss at every
+    step (the features are gathered with their gradients), up to float32 reordering."""
+    out, losses = _run_training_script(colour_data, tmp_path, nproc=2, per_device=8,
+                                       extra=["--sharding", sharding] if sharding else [])
+    _, reference = one_process_run
+    assert sorted(losses) == sorted(reference) == [1, 2, 3, 4]
+    for step, loss in reference.items():
+        assert_float32_close(losses[step], loss, terms=1024, err_msg=f"step {step}")
+    reloaded = EVACLIP.from_pretrained(str(out))
     assert reloaded.config.embed_dim == 32

@@ -7,6 +7,7 @@ can be told apart from downloads.
 from __future__ import annotations
 
 import http.server
+import logging
 import os
 import socket
 import threading
@@ -251,6 +252,15 @@ def test_no_server_listening(monkeypatch):
     assert hub.weights_url(FULL_NAME) in message
     assert _cached_weights() in message
     assert _files_under(_cache()) == []
+    assert not os.path.exists(_cache()), "a failed download leaves no (empty) cache folders behind"
+    assert info.value.__cause__ is None, "one message, not a chain of urllib tracebacks"
+
+
+def test_download_error_keeps_its_cause_when_debugging(monkeypatch, caplog):
+    monkeypatch.setenv(hub.HUB_URL_ENV, f"http://127.0.0.1:{_closed_port()}")
+    with caplog.at_level(logging.DEBUG, logger="paddlemix_eva.hub"), pytest.raises(hub.DownloadError) as info:
+        EVA02VisionTransformer.from_pretrained(NAME)
+    assert info.value.__cause__ is not None
 
 
 def test_unknown_name_suggests_close_matches(store):

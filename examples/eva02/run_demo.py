@@ -6,11 +6,11 @@ Each step runs the same script as the full recipe (run_eva02_pretrain_dist.py, r
 run_eva02_finetune_eval.py) with smaller flags; see paddlemix_eva/demo.py for them.
 """
 import argparse
-import logging
 import os
 
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
 
+from paddlemix_eva.logs import setup_logging
 from paddlemix_eva.demo import run_demo, summary_lines
 from paddlemix_eva.errors import exit_on_bad_input
 
@@ -20,8 +20,9 @@ def main():
     parser.add_argument("--workdir", default="output/demo", help="data, checkpoints and logs go here")
     parser.add_argument("--pretrain_epochs", type=int, default=3)
     parser.add_argument("--finetune_epochs", type=int, default=10)
+    parser.add_argument("--verbose", action="store_true", help="also show Paddle's / PaddleNLP's own messages")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging(args.verbose)
     examples = os.path.dirname(os.path.abspath(__file__))
     result = run_demo(os.path.abspath(args.workdir), examples, args.pretrain_epochs, args.finetune_epochs)
     print("\n".join(["", "EVA-02 demo: MIM pre-training -> fine-tuning -> evaluation"] + summary_lines(result)))

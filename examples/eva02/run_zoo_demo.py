@@ -11,6 +11,7 @@ import time
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
 import paddle
 
+from paddlemix_eva.logs import setup_logging
 from paddlemix_eva import get_model
 from paddlemix_eva.cli import ZOO_HEADERS, format_table, zoo_rows
 from paddlemix_eva.inference import inference_model
@@ -24,8 +25,9 @@ SIZES = ("Ti", "S", "B", "L")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=SIZES, help="EVA-02 sizes to run")
+    parser.add_argument("--verbose", action="store_true", help="also show Paddle's / PaddleNLP's own messages")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging(args.verbose)
     paddle.seed(0)
     image = sample_image_path()
     rows = []

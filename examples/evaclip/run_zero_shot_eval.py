@@ -17,6 +17,7 @@ import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
 from paddlemix_eva import zeroshot
 from paddlemix_eva.datasets import ImageFolder
 from paddlemix_eva.errors import exit_on_bad_input
+from paddlemix_eva.logs import setup_logging
 from paddlemix_eva.models import EVACLIP
 from paddlemix_eva.transforms import EvalTransform
 
@@ -34,21 +35,25 @@ def parse_args():
     parser.add_argument("--crop_pct", type=float, default=1.0, help="resize to size/crop_pct, then centre crop")
     parser.add_argument("--cache_dir", default=None, help="where class embeddings are cached (default: no cache)")
     parser.add_argument("--output_dir", default=None, help="write zeroshot_metrics.json here")
+    parser.add_argument("--verbose", action="store_true", help="also show Paddle's / PaddleNLP's own messages")
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     classnames = zeroshot.read_lines(args.classnames, "class names") if args.classnames else zeroshot.default_classnames()
     templates = zeroshot.read_lines(args.templates, "templates") if args.templates else zeroshot.imagenet_templates()
     zeroshot.check_prompts(classnames, templates)
+    dataset = ImageFolder(args.data_path)  # its classes are checked before the model loads
+    if len(dataset.classes) != len(classnames):
+        source = args.classnames or "the built-in ImageNet names"
+        raise ValueError(f"{args.data_path} has {len(dataset.classes)} class folders but there are {len(classnames)} "
+                         f"class names ({source}); pass --classnames FILE with one name per folder, in sorted "
+                         "folder order")
     model = EVACLIP.from_pretrained(args.model)
     model.eval()
-    transform = EvalTransform(model.config.vision_config.image_size, crop_pct=args.crop_pct)
-    dataset = ImageFolder(args.data_path, transform)
-    if len(dataset.classes) != len(classnames):
-        raise SystemExit(f"{args.data_path} has {len(dataset.classes)} class folders but {len(classnames)} class names")
+    dataset.transform = EvalTransform(model.config.vision_config.image_size, crop_pct=args.crop_pct)
     classifier = zeroshot.build_classifier(model, classnames, templates, cache_dir=args.cache_dir)
     metrics = zeroshot.evaluate(model, dataset, classifier, args.per_device_eval_batch_size,
                                 args.dataloader_num_workers)

@@ -52,10 +52,10 @@ def _cpu_float16(x: paddle.Tensor) -> bool:
 
 
 def _report_fallback(x: paddle.Tensor, how: str) -> None:
-    key = (str(x.place), str(x.dtype), paddle.in_dynamic_mode())
-    if key not in _reported:
-        _reported.add(key)
-        where = "static graph" if not paddle.in_dynamic_mode() else f"{x.dtype} on {x.place}"
+    # static-graph variables have no place (asking warns once per layer), so they are reported as one case
+    where = "static graph" if not paddle.in_dynamic_mode() else f"{x.dtype} on {x.place}"
+    if where not in _reported:
+        _reported.add(where)
         logger.info("FusedLayerNorm: no fused kernel for %s; %s there", where, how)
 
 

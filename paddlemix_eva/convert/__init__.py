@@ -12,7 +12,14 @@ import os
 from typing import Optional, Union
 
 from ..checkpoint import CheckpointError, StateDict, read_state_dict, save_paddle_state_dict
-from .keymaps import FORMATS, clip_to_paddlemix, detect_format, is_clip_state_dict, vision_to_paddlemix
+from .keymaps import (
+    FORMATS,
+    clip_to_paddlemix,
+    detect_format,
+    is_clip_state_dict,
+    proven_format,
+    vision_to_paddlemix,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +47,10 @@ def convert_state_dict(state: StateDict, fmt: str, source: str = "checkpoint") -
     guessed = detect_format(state)
     if fmt == "paddlemix" and guessed != "paddlemix":
         raise CheckpointError(f"{source} looks like a {guessed!r} checkpoint, not PaddleMIX; use --format {guessed}")
+    proven = proven_format(state)
+    if proven is not None and proven != fmt:
+        raise CheckpointError(f"{source} is a {proven!r} checkpoint (its keys say so), not {fmt!r}; use --format "
+                              f"{proven}")
     if is_clip_state_dict(state):
         return clip_to_paddlemix(state, fmt)
     return vision_to_paddlemix(state, fmt)

@@ -131,6 +131,27 @@ def detect_format(state: StateDict) -> str:
 
 
 
+def proven_format(state: StateDict):
+    """The one layout the keys prove, or None where several layouts name these keys alike (EVA-01's `qkv` +
+    GELU `fc1` is both official and timm): `visual.trunk.` is open_clip's; `fc1_g` / `fc1_x` / `mlp.norm` /
+    `attn.norm` timm's; `w12`, persisted RoPE tables, or `q_bias` beside a separate `q_proj` the official code's;
+    `q_proj.bias` with `mlp.w1` PaddleMIX's (official writes `q_bias`, timm `fc1_g`)."""
+    keys = list(state)
+
+    def has(pattern: str) -> bool:
+        return any(re.search(pattern, k) for k in keys)
+
+    if has(r"^visual\.trunk\."):
+        return "open_clip"
+    if has(r"\.mlp\.(fc1_g|fc1_x|norm)\.|\.attn\.norm\."):
+        return "timm"
+    if has(r"\.mlp\.w12\.|(^|\.)rope\.freqs") or (has(r"\.attn\.q_bias$") and has(r"\.attn\.q_proj\.weight$")):
+        return "official"
+    if has(r"\.attn\.q_proj\.bias$") and has(r"\.mlp\.w1\.weight$"):
+        return "paddlemix"
+    return None
+
+
 # Top-level keys of the official EVA-CLIP / OpenAI CLIP text tower (open_clip and PaddleMIX nest them under `text.`).
 _TEXT_TOP_LEVEL = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
 

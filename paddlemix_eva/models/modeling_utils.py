@@ -7,6 +7,7 @@ checkpoint lacks are reported, foreign layouts and shape mismatches are refused 
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ from paddlenlp.transformers import PretrainedModel
 from paddlenlp.transformers import model_utils as _pnlp_model_utils
 
 from ..checkpoint import CheckpointError, read_state_dict
+from ..logs import quiet_paddlenlp
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +53,19 @@ def weight_file_in(directory: str):
     return None
 
 
+#: written by `inference_backend.export_model` next to a static program
+EXPORT_MARKER = "export.json"
+
+
 def find_weight_file(directory: str) -> str:
     path = weight_file_in(directory)
     if path:
         return path
+    if os.path.isfile(os.path.join(directory, EXPORT_MARKER)):
+        raise FileNotFoundError(
+            f"{directory} is an exported model (a Paddle Inference program, not a model directory): predict with "
+            "`--backend inference` (in Python: `paddlemix_eva.inference_backend.load_exported(dir)`)"
+        )
     raise FileNotFoundError(
         f"no weights in {directory}: expected one of {list(WEIGHT_FILES)}. Checkpoints in official / timm / "
         "open_clip layouts can be converted with `paddlemix-eva convert`."
@@ -69,6 +80,9 @@ class EVAPretrainedModel(PretrainedModel):
     _optional_checkpoint_keys: Sequence[str] = ()
     #: regexes of checkpoint keys this model drops on purpose (e.g. MIM-only keys in a classifier)
     _dropped_checkpoint_keys: Sequence[str] = ()
+    #: True for image classifiers (logits from `forward(image)` over `config.num_classes` labels): the models that
+    #: prediction, evaluation and export accept
+    is_classifier: bool = False
 
     # ------------------------------------------------------------------------------------- init
     def init_weights(self) -> None:
@@ -186,14 +200,17 @@ class EVAPretrainedModel(PretrainedModel):
             if entry is not None:
                 config = zoo.build_config(entry, cls.config_class, **config_overrides)
             else:
-                config = cls.config_class.from_pretrained(model_dir, **config_overrides)
+                config = config_with_overrides(cls.config_class, model_dir, config_overrides)
         elif config_overrides:
             raise TypeError(f"pass either config= or config overrides, not both: {sorted(config_overrides)}")
         state_dict = read_state_dict(weights)
         state_dict = cls.adapt_state_dict(state_dict, config, weights)
         expected = cls._expected_shapes(config)
         state_dict = cls.check_state_dict(state_dict, expected, weights, strict=strict)
-        return super().from_pretrained(model_dir, *args, config=config, state_dict=state_dict, **kwargs)
+        with quiet_paddlenlp():  # its report of this load repeats what check_state_dict said
+            model = super().from_pretrained(model_dir, *args, config=config, state_dict=state_dict, **kwargs)
+        logger.info("%s loaded from %s", cls.__name__, weights)
+        return model
 
     @classmethod
     def build_lazily(cls, config) -> "EVAPretrainedModel":
@@ -216,6 +233,27 @@ class EVAPretrainedModel(PretrainedModel):
     @classmethod
     def _expected_shapes(cls, config) -> Dict[str, List[int]]:
         return {k: list(v.shape) for k, v in cls.build_lazily(config).state_dict().items()}
+
+
+def config_fields(config_class) -> set:
+    """The fields a config class takes as arguments (its own and its bases')."""
+    fields = set()
+    for klass in config_class.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            fields.update(p for p in inspect.signature(init).parameters if p not in ("self", "kwargs", "args"))
+    return fields
+
+
+def config_with_overrides(config_class, model_dir: str, overrides: Dict[str, Any]):
+    """The directory's config with `overrides` applied before construction, so the config's own checks see them
+    (PaddleNLP sets overrides on the built config, which would skip e.g. the patch-grid check); an override that
+    is no field of the config (a typo) is refused."""
+    config_dict, _ = config_class.get_config_dict(model_dir)
+    unknown = sorted(k for k in overrides if k not in config_dict and k not in config_fields(config_class))
+    if unknown:
+        raise TypeError(f"{config_class.__name__} has no field {unknown}; fields: {sorted(config_fields(config_class))}")
+    return config_class.from_dict({**config_dict, **overrides})
 
 
 def count_parameters(model) -> int:

@@ -9,6 +9,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from paddlenlp.trainer.trainer_utils import IntervalStrategy, get_last_checkpoin
 
 from ..datasets import GlobalBatchSampler
 from ..errors import TrainingStopped
+from ..logs import third_party_quiet
 from ..runtime import configure_training_runtime
 from ..serialization import verify_checkpoint_dir
 from .callbacks import GradNormMonitor, NonFiniteGuard, SafeVisualDLCallback
@@ -148,13 +150,26 @@ def _none_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_or_none
 
 
+@dataclass
+class OutputArguments:
+    verbose: bool = field(default=False, metadata={"help": "also show Paddle's / PaddleNLP's own messages and "
+                                                           "DEBUG logs (default: progress, metrics, warnings)"})
+
+
 def run_from_command_line(runner, *argument_classes: type):
     """Entry point of the example scripts: parse the argument dataclasses (model, data, training) from the
-    command line with PaddleNLP's parser, then call `runner` with them; bad input (also a value the dataclasses
-    refuse) exits with its message (`errors.exit_on_bad_input`)."""
+    command line with PaddleNLP's parser, set up the console output (`--verbose`), then call `runner` with them;
+    bad input (also a value the dataclasses refuse) exits with its message (`errors.exit_on_bad_input`)."""
     from ..errors import exit_on_bad_input
+    from ..logs import setup_logging, verbose_requested
 
-    return exit_on_bad_input(lambda: runner(*ArgumentParser(argument_classes).parse_args_into_dataclasses()))
+    setup_logging(verbose_requested(sys.argv[1:]))
+
+    def parse_and_run():
+        *parsed, output = ArgumentParser(argument_classes + (OutputArguments,)).parse_args_into_dataclasses()
+        return runner(*parsed)
+
+    return exit_on_bad_input(parse_and_run)
 
 
 def train_and_save(trainer: Trainer, title: str, num_samples: int) -> dict:
@@ -236,6 +251,10 @@ class EVATrainer(Trainer):
             batches = len(self.train_sampler) if self.train_sampler is not None else num_training_steps
             steps_per_epoch = max(1, batches // self.args.gradient_accumulation_steps)
             warmup = self.args.warmup_steps or int(round(self.args.warmup_epochs * steps_per_epoch))
+            if warmup >= num_training_steps > 0:
+                logger.warning("the warmup (%d steps) is as long as the whole run (%d steps): the learning rate rises "
+                               "from %g and never reaches --learning_rate %g; shorten --warmup_epochs/--warmup_steps",
+                               warmup, num_training_steps, self.args.warmup_lr, self.args.learning_rate)
             self.lr_scheduler = WarmupCosineLR(
                 self.args.learning_rate, num_training_steps, warmup, self.args.warmup_lr, self.args.min_lr
             )
@@ -272,6 +291,8 @@ class EVATrainer(Trainer):
         if "loss" in logs and self.wd_schedule is not None:
             logs["weight_decay"] = round(self.wd_schedule.value(self.state.global_step), 8)
         super().log(logs, **kwargs)
+        if self.args.should_log and third_party_quiet():  # else PaddleNLP prints the same line itself
+            logger.info("%s", format_metrics(logs, self.state.global_step, self.state.max_steps))
 
     # ---------------------------------------------------------------------------- resuming
     def resolve_checkpoint(self, resume_from_checkpoint):
@@ -348,6 +369,7 @@ class EVATrainer(Trainer):
             if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging_root):
                 self.state.best_model_checkpoint = target
             self._rotate_checkpoints(use_mtime=True, output_dir=final_root)
+            logger.info("%s written to %s", name, target)
         self._barrier()
 
     def save_model(self, output_dir: Optional[str] = None, merge_tensor_parallel: Optional[bool] = False):
@@ -365,6 +387,17 @@ class EVATrainer(Trainer):
         flag = paddle.to_tensor([1.0 if ok else 0.0])
         paddle.distributed.all_reduce(flag, op=paddle.distributed.ReduceOp.MIN)
         return bool(float(flag) == 1.0)
+
+
+def format_metrics(logs: dict, step: int, max_steps: int) -> str:
+    """One line per logged step: `step 12/24: loss 0.4321, learning_rate 0.0012, grad_norm 0.53, ...`."""
+    shown = []
+    for key, value in logs.items():
+        if key in ("global_step", "progress_or_epoch", "interval_runtime", "interval_steps_per_second"):
+            continue
+        key = {"interval_samples_per_second": "samples/s"}.get(key, key)
+        shown.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    return f"step {step}/{max_steps}: " + ", ".join(shown)
 
 
 #: what a full (or quota- / size-limited) file system answers to a write

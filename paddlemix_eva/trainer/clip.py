@@ -79,6 +79,7 @@ def run_clip_pretraining(model_args, data_args, training_args):
         lambda text: tokenizer(text, context_length=model.config.text_config.context_length),
         image_key=data_args.image_key,
         caption_key=data_args.caption_key,
+        seed=training_args.seed,
     )
     apply_save_epochs(training_args, len(dataset))
     trainer = CLIPTrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collate_image_text)

@@ -226,6 +226,7 @@ def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataAr
         raise ValueError("--data_path (the training ImageFolder) is required")
     seed_everything(args.seed)
     probe = ImageFolder(data_args.data_path)
+    check_training_classes(probe.classes, data_args.data_path)
     model = load_model(model_args.model, len(probe.classes), model_args.input_size, model_args.drop_path,
                        model_args.pretrained_model_path)
     model.config.class_names = list(probe.classes)
@@ -346,6 +347,28 @@ def run_evaluation(model_name_or_dir: str, eval_data_path: str, batch_size: int 
     if report_path and (not paddle.distributed.is_initialized() or paddle.distributed.get_rank() == 0):
         write_report(metrics, report_path)
     return metrics
+
+
+#: folder names that are dataset splits, not classes
+SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing", "eval"}
+
+
+def check_training_classes(classes: Sequence[str], data_path: str) -> None:
+    """Refuse a training folder with one class (the head would learn nothing); warn when the class folders look like
+    dataset splits (`--data_path` pointed at the parent of train/ and val/)."""
+    if len(classes) < 2:
+        raise ValueError(
+            f"{data_path} has {len(classes)} class folder{'s' if len(classes) != 1 else ''} {list(classes)}: a "
+            "classifier needs at least two. --data_path is the folder whose sub-folders are the classes "
+            "(one folder of images per class)"
+        )
+    splits = sorted(c for c in classes if c.lower() in SPLIT_NAMES)
+    if splits and len(splits) * 2 >= len(classes):
+        logger.warning(
+            "!! the class folders of %s are %s, which look like dataset splits, not classes: the model would learn "
+            "to tell %s apart. Did you mean --data_path %s?", data_path, list(classes), " from ".join(splits),
+            os.path.join(data_path, splits[-1] if "train" not in splits else "train"),
+        )
 
 
 def check_label_space(config, classes: Sequence[str], data_path: str) -> None:

@@ -74,6 +74,8 @@ class EVA02PretrainedModel(ViTTrunkMixin, EVAPretrainedModel):
 class EVA02VisionTransformer(EVA02PretrainedModel):
     """EVA-02 image classifier."""
 
+    is_classifier = True
+
     # Keys a checkpoint may lack (a fresh head for a new label set); keys dropped on purpose (MIM-only, and the
     # MIM student's final `norm`, which a mean-pooling classifier does not have; only applies when not expected).
     _optional_checkpoint_keys = (r"^head\.", r"^fc_norm\.", r"^norm\.")

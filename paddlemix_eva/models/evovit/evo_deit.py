@@ -62,6 +62,8 @@ class EvoDeiT(ConvertedWeightsMixin, ViTTrunkMixin, EVAPretrainedModel):
     """Evo-DeiT classifier: mean of all patch tokens -> `norm` -> `head`; in training also cls -> `norm_cls` ->
     `head_cls` (forward then returns both logits)."""
 
+    is_classifier = True
+
     config_class = EvoDeiTConfig
     base_model_prefix = "evo_deit"
     macs_linear_in_depth = False  # pruned layers cost half: count MACs on the full forward

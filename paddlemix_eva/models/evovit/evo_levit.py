@@ -61,6 +61,8 @@ class EvoLeViT(ConvertedWeightsMixin, EVAPretrainedModel):
     distillation). Training returns (head, head_cls, head_dist, head_cls_dist) logits (the last two only with
     `distillation`), the `cls` heads reading the cls token."""
 
+    is_classifier = True
+
     config_class = EvoLeViTConfig
     base_model_prefix = "evo_levit"
     macs_linear_in_depth = False

@@ -75,6 +75,8 @@ class RegNetHead(nn.Layer):
 class RegNet(ConvertedWeightsMixin, EVAPretrainedModel):
     """RegNetY image classifier (eval-mode teacher; trainable like any classifier)."""
 
+    is_classifier = True
+
     config_class = RegNetConfig
     base_model_prefix = "regnet"
     macs_linear_in_depth = False

@@ -73,6 +73,8 @@ class MAEVisionTransformer(MAEPretrainedModel):
     """ViT classifier of MAE fine-tuning (mean-pooled patch tokens -> `fc_norm` -> `head`) and linear probing
     (cls token after `norm` -> BatchNorm without affine -> `head`); loads MAE pre-training checkpoints."""
 
+    is_classifier = True
+
     _optional_checkpoint_keys = (r"^head\.", r"^fc_norm\.", r"^head_norm\.")
     # decoder / mask token of pre-training, and whichever pooling norm or head this configuration does not use
     _dropped_checkpoint_keys = (r"^decoder_", r"^mask_token$", r"^norm\.", r"^fc_norm\.", r"^head\.", r"^head_norm\.")

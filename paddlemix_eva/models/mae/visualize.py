@@ -75,8 +75,11 @@ def reconstruct(model: MAEForPretraining, image: ImageLike, mask_ratio: Optional
 def save_reconstruction_figure(model_name_or_dir: str, image: ImageLike, out_path: str,
                                mask_ratio: Optional[float] = None, seed: int = 0) -> str:
     """Write original | masked | reconstructed (each image_size x image_size) to `out_path` (PNG)."""
+    from ...inference import read_image
+
+    picture = read_image(image)  # names the file if it cannot be read, before the model loads
     model = load_autoencoder(model_name_or_dir)
-    panels = reconstruct(model, image, mask_ratio, seed)
+    panels = reconstruct(model, picture, mask_ratio, seed)
     strip = np.concatenate([panels["original"], panels["masked"], panels["reconstruction"]], axis=1)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     Image.fromarray(strip).save(out_path, format="PNG")
