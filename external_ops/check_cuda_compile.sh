@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Compile check of the CUDA build of the op, no GPU needed; fails on any compile error or warning.
-#  1. csrc/layer_norm_cuda.cu (the kernels; no Paddle headers) with nvcc for sm_75, sm_80 and sm_90.
+#  1. csrc/layer_norm_cuda.cu (the kernels; no Paddle headers) with nvcc for sm_75, sm_80 and sm_90; then the GPU
+#     check's library (gpu_check/build.sh: the kernels + gpu_check/shim.cu linked into a .so, same flags and
+#     targets), whose extern "C" entry points must be exported, so the harness that runs the kernels keeps building.
 #  2. The Paddle side of the CUDA build (layer_norm_op.cc and the bridge layer_norm_cuda_op.cc with
 #     PADDLEMIX_EVA_WITH_CUDA) compiled by the host compiler (through nvcc) against the headers of the Paddle that $PYTHON
 #     imports (default: python3). A CPU Paddle's headers lack the CUDA-only `Tensor::stream()`, so that one call
@@ -23,6 +25,19 @@ trap 'rm -rf "$OUT"' EXIT
   -gencode arch=compute_75,code=sm_75 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
   -Icsrc csrc/layer_norm_cuda.cu -o "$OUT/layer_norm_cuda.o"
 echo "check_cuda_compile: csrc/layer_norm_cuda.cu compiles (sm_75/80/90) with $("$NVCC" --version | tail -1)"
+
+NVCC="$NVCC" bash gpu_check/build.sh "$OUT/libln_gpu_check.so" 75 80 90
+if command -v nm > /dev/null; then
+  EXPORTED=$(nm -D --defined-only "$OUT/libln_gpu_check.so")
+  for sym in pme_ln_forward pme_ln_backward pme_ln_backward_workspace_floats pme_ln_set_device pme_ln_error_string \
+    pme_ln_runtime_version pme_ln_driver_version; do
+    if ! grep -qE " T $sym\$" <<< "$EXPORTED"; then
+      echo "check_cuda_compile: gpu_check library does not export $sym" >&2
+      exit 1
+    fi
+  done
+fi
+echo "check_cuda_compile: gpu_check/ library (shim.cu + kernels, sm_75/80/90) builds and exports its C API"
 
 # Paddle's include dirs as cpp_extension passes them, and Python's (extension.h includes pybind11)
 if ! INCLUDES=$("$PYTHON" -W ignore -c '
