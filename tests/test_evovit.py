@@ -437,10 +437,13 @@ def _saved(model, path) -> str:
 def test_evo_deit_training_lowers_the_loss(tmp_path):
     paddle.seed(0)
     config = EvoDeiTConfig(image_size=32, patch_size=8, embed_dim=64, layers=12, num_heads=2, num_classes=10)
-    trainer, losses = _train(tmp_path, _saved(EvoDeiT(config), tmp_path / "init"), {}, {})
-    assert len(losses) == 30
+    # 12 layers start slowly (the loss stays near chance for ~20 steps): 60 steps, not 30, for a margin
+    trainer, losses = _train(tmp_path, _saved(EvoDeiT(config), tmp_path / "init"), {}, {"max_steps": 60})
+    assert len(losses) == 60
+    # 10 seeds x {AVX-512, AVX2} (init, data split and order) + 5 init seeds on this split: ratio <= 0.52 (bar 0.8)
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
-    assert trainer.phase_switch.switch_epoch == 20 and trainer.model.stage_wise is True
+    # one batch an epoch: 60 epochs, stage-wise from 2/3 of them (the recipe's 200 of 300)
+    assert trainer.phase_switch.switch_epoch == 60 * 2 / 3 and trainer.model.stage_wise is True
 
 
 def test_evo_levit_distillation_training_lowers_the_loss(tmp_path):
