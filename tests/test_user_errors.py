@@ -196,6 +196,14 @@ def test_default_runs_print_no_third_party_noise(tiny_eva02_config, tmp_path):
     assert finetune.returncode == 0, finetune.stderr[-3000:]
     _no_noise(finetune.stderr)
     assert "step 2/2: loss" in finetune.stderr and "checkpoint-2 written to" in finetune.stderr
+    export = _cli("export", "--model", model_dir, "--out", str(tmp_path / "export"))
+    assert export.returncode == 0, export.stderr
+    exported = _cli("predict", sample_image_path(), "--model", str(tmp_path / "export"), "--backend", "inference")
+    assert exported.returncode == 0, exported.stderr
+    for output in (export.stdout + export.stderr, exported.stdout + exported.stderr):
+        _no_noise(output)
+        for native in ("interface for pir graph mode", "ReduceMeanCheckIfOneDNNSupport", "not support input out"):
+            assert native not in output, (native, output[-3000:])
     verbose = _cli("-v", "predict", sample_image_path(), "--model", model_dir)
     assert "Loading configuration file" in verbose.stderr  # PaddleNLP's own messages, back with --verbose
 
