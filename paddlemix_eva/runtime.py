@@ -54,7 +54,13 @@ def require_paddle() -> None:
         )
 
 
+#: the thread variables as the user's environment had them before Paddle's import (which sets OMP_NUM_THREADS=1)
+_thread_env_at_import = {}
+
+
 def configure_cpu_backend() -> None:
+    if "paddle" not in sys.modules:
+        _thread_env_at_import.update({name: os.environ.get(name, "") for name in THREAD_ENVS})
     if "paddle" in sys.modules:
         if "MKL_DEBUG_CPU_TYPE" not in os.environ and cpu_vendor() == "AuthenticAMD":
             logger.debug("paddle was imported before paddlemix_eva; MKL_DEBUG_CPU_TYPE cannot take effect any more")
@@ -84,6 +90,31 @@ def configure_training_runtime() -> None:
 
 #: the last thread count given to `set_cpu_threads` (Paddle has no getter)
 _cpu_threads = None
+#: environment variables that choose the eager CPU thread count; any of them set means "leave it alone"
+THREAD_ENVS = ("PADDLEMIX_EVA_CPU_THREADS", "FLAGS_paddle_num_threads", "OMP_NUM_THREADS")
+
+
+def use_all_cores_by_default() -> None:
+    """Paddle's eager CPU kernels run on one thread unless told otherwise, which made `get_model(...)(x)` several
+    times slower than the same model in timm. On the first model built (and the first inference call) this sets
+    them to every core, logged once, unless the thread count was chosen: `PADDLEMIX_EVA_CPU_THREADS` (a number,
+    or 0 for Paddle's own default), `FLAGS_paddle_num_threads`, `OMP_NUM_THREADS`, or an earlier
+    `set_cpu_threads`. CUDA builds are left alone."""
+    import paddle
+
+    if _cpu_threads is not None or paddle.is_compiled_with_cuda():
+        return
+    chosen = {name: value for name, value in _thread_env_at_import.items() if value}
+    chosen.update({name: os.environ[name] for name in THREAD_ENVS[:2] if os.environ.get(name, "")})
+    if chosen:
+        requested = chosen.get("PADDLEMIX_EVA_CPU_THREADS")
+        if requested not in (None, "0"):
+            set_cpu_threads(int(requested))
+        return
+    threads = os.cpu_count() or 1
+    set_cpu_threads(threads)
+    logger.info("Paddle eager CPU kernels: %d threads (all cores; PADDLEMIX_EVA_CPU_THREADS=N or "
+                "paddlemix_eva.runtime.set_cpu_threads(N) chooses)", threads)
 
 
 def current_cpu_threads() -> int:

@@ -84,6 +84,12 @@ class EVAPretrainedModel(PretrainedModel):
     #: prediction, evaluation and export accept
     is_classifier: bool = False
 
+    def __init__(self, config, *args, **kwargs):
+        from ..runtime import use_all_cores_by_default
+
+        use_all_cores_by_default()
+        super().__init__(config, *args, **kwargs)
+
     # ------------------------------------------------------------------------------------- init
     def init_weights(self) -> None:
         """Upstream initialisation; skipped under PaddleNLP's `no_init_weights` (weights come next anyway)."""
