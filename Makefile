@@ -46,7 +46,9 @@ ops: $(VENV)/.installed-ops
 ops-cuda-check: $(VENV)/.installed
 	PYTHON=$(PY) bash external_ops/check_cuda_compile.sh
 
+# the demo's data (scikit-learn's digits) is not a requirement of the library
 demo: $(VENV)/.installed
+	$(PIP) install scikit-learn
 	$(PY) examples/eva02/run_demo.py
 
 # REQUIRE_OPS / REQUIRE_PEERS: the op's tests and the parity tests fail instead of skipping when the op or a

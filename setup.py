@@ -26,6 +26,7 @@ TEST_REQUIRES = [
     "torch==2.13.0",
     "timm==1.0.31",
     "open_clip_torch==3.3.0",
+    "scikit-learn",  # the digits data of `make demo`, which the learning tests use too
 ]
 # PaddlePaddle is not an install requirement: its CPU (`paddlepaddle`) and CUDA (`paddlepaddle-gpu`) wheels are
 # different distributions of one package. `pip install .[cpu]` adds the CPU wheel; see requirements-gpu.txt.
@@ -37,7 +38,7 @@ setup(
     long_description=open(os.path.join(HERE, "README.md")).read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["paddlemix_eva", "paddlemix_eva.*"]),
-    package_data={"paddlemix_eva": ["data/*"]},
+    package_data={"paddlemix_eva": ["assets/*"]},
     include_package_data=True,
     python_requires=">=3.9",
     install_requires=read_requirements("requirements.txt"),

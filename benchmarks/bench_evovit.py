@@ -29,7 +29,7 @@ import paddle
 
 from paddlemix_eva import zoo
 from paddlemix_eva.models.evovit import EvoDeiT
-from paddlemix_eva.runtime import cpuinfo_field, set_cpu_threads
+from paddlemix_eva.utils.runtime import cpuinfo_field, set_cpu_threads
 from timing import (
     add_timing_arguments,
     csv_list,
@@ -73,7 +73,7 @@ def runners_for(args, evo, plain, images: np.ndarray) -> Dict[str, Callable[[], 
                     with paddle.no_grad():
                         return model(x).numpy()
             else:
-                from paddlemix_eva.inference_backend import compile_for_cpu
+                from paddlemix_eva.tasks.export import compile_for_cpu
 
                 predictor = compile_for_cpu(model, num_threads=args.threads)
                 with paddle.no_grad():

@@ -31,7 +31,7 @@ import numpy as np
 import paddle
 
 from paddlemix_eva import layers
-from paddlemix_eva.runtime import set_cpu_threads, tune_glibc_malloc
+from paddlemix_eva.utils.runtime import set_cpu_threads, tune_glibc_malloc
 from timing import (
     add_timing_arguments,
     csv_list,
@@ -62,7 +62,7 @@ def import_timm():
 
 
 def cpu_name() -> str:
-    from paddlemix_eva.runtime import cpuinfo_field
+    from paddlemix_eva.utils.runtime import cpuinfo_field
 
     return cpuinfo_field("model name") or platform.processor() or "unknown CPU"
 
@@ -99,7 +99,7 @@ def build_runners(args, tag: str, size: int, images: np.ndarray, timm) -> Dict[s
         if backend == "dygraph":
             runners["ours-dygraph"] = run_dygraph
         else:
-            from paddlemix_eva.inference_backend import compile_for_cpu
+            from paddlemix_eva.tasks.export import compile_for_cpu
 
             bf16 = backend == "inference-bf16"
             predictor = compile_for_cpu(model, num_threads=args.threads, onednn=not args.no_onednn, bf16=bf16)
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--tune-malloc",
         action="store_true",
-        help="paddlemix_eva.runtime.tune_glibc_malloc() first (affects timm and ours alike)",
+        help="paddlemix_eva.utils.runtime.tune_glibc_malloc() first (affects timm and ours alike)",
     )
     parser.add_argument("--no-timm", action="store_true", help="time our backends only")
     args = parse_timing_arguments(parser, argv)
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     if not args.backends:
         parser.error("--backends is empty")
     if "inference-bf16" in args.backends:
-        from paddlemix_eva.inference_backend import cpu_has_bf16
+        from paddlemix_eva.tasks.export import cpu_has_bf16
 
         if not cpu_has_bf16():
             logger.warning("this CPU has no native bfloat16 (AVX512-BF16 / AMX): skipping the inference-bf16 backend")

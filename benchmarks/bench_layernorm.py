@@ -20,8 +20,9 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from paddlemix_eva import ops, zoo
-from paddlemix_eva.runtime import configure_training_runtime
+from paddlemix_eva import zoo
+from paddlemix_eva.layers import norm as ops
+from paddlemix_eva.utils.runtime import configure_training_runtime
 from timing import setup_logging, time_in_rounds
 
 SHAPES = ([8, 257, 192], [8, 577, 384], [8, 1025, 1024], [8, 257, 2730])

@@ -20,11 +20,11 @@ import paddlemix_eva  # noqa: F401  (before paddle)
 import paddle
 from PIL import Image, ImageDraw
 
-from paddlemix_eva.losses import negative_cosine_loss
-from paddlemix_eva.mim_data import MIMPretrainDataset, collate_mim
+from paddlemix_eva.layers.losses import negative_cosine_loss
+from paddlemix_eva.data.mim import MIMPretrainDataset, collate_mim
 from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretrainConfig
 from paddlemix_eva.models.eva02.zoo_table import eva02_config
-from paddlemix_eva.runtime import set_cpu_threads
+from paddlemix_eva.utils.runtime import set_cpu_threads
 
 TINY_TEACHER = dict(
     embed_dim=32,

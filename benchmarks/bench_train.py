@@ -201,7 +201,7 @@ def child_memory(framework: str, workload: str, batch: int, threads: int, steps:
 
 
 def configure(threads: int) -> None:
-    from paddlemix_eva.runtime import configure_training_runtime, set_cpu_threads
+    from paddlemix_eva.utils.runtime import configure_training_runtime, set_cpu_threads
 
     configure_training_runtime()
     set_cpu_threads(threads)

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from .logs import progress
+from paddlemix_eva.utils.logs import progress
 
 logger = logging.getLogger("paddlemix_eva")
 
@@ -27,7 +27,7 @@ def zoo_rows(pattern: Optional[str] = None) -> List[List[object]]:
     """One row per zoo entry: name, task, input size, patch, parameters (counted from the built model), GMACs of
     one image at the input size (counted over a real forward, see `paddlemix_eva.flops`; the student for
     `mim-pretrain`, the vision tower for `clip`), published ImageNet-1K top-1 (zero-shot for CLIP models)."""
-    from . import zoo
+    from paddlemix_eva import zoo
 
     names = zoo.list_models(pattern)
     rows = []
@@ -41,7 +41,7 @@ def zoo_rows(pattern: Optional[str] = None) -> List[List[object]]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import zoo
+    from paddlemix_eva import zoo
 
     if not zoo.list_models(args.pattern):
         logger.error("no model matches %r", args.pattern)
@@ -53,18 +53,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _load_for_prediction(args: argparse.Namespace):
     threads = args.threads or os.cpu_count() or 1
     if args.backend == "inference":
-        from .inference_backend import load_exported
+        from paddlemix_eva.tasks.export import load_exported
 
         return load_exported(args.model, num_threads=threads)
-    from .inference import load_classifier_for_inference
-    from .runtime import set_cpu_threads
+    from paddlemix_eva.tasks.inference import load_classifier_for_inference
+    from paddlemix_eva.utils.runtime import set_cpu_threads
 
     set_cpu_threads(threads)  # Paddle's eager CPU kernels default to one thread
     return load_classifier_for_inference(args.model)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import inference_model
+    from paddlemix_eva.tasks.inference import inference_model
 
     model = _load_for_prediction(args)
     results = inference_model(model, list(args.images), topk=args.topk, batch_size=args.batch_size)
@@ -85,8 +85,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .inference import extract_features, list_image_files
-    from .models import EVA02VisionTransformer
+    from paddlemix_eva.tasks.inference import extract_features, list_image_files
+    from paddlemix_eva.models import EVA02VisionTransformer
 
     files, shown = [], {}  # shown: how each file is named in the row listing
     for source in args.paths:
@@ -116,8 +116,8 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .inference import load_classifier_for_inference
-    from .inference_backend import export_model
+    from paddlemix_eva.tasks.inference import load_classifier_for_inference
+    from paddlemix_eva.tasks.export import export_model
 
     model = load_classifier_for_inference(args.model)
     out = export_model(model, args.out, input_size=args.input_size, dtype=args.dtype)
@@ -126,7 +126,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_checkpoint
+    from paddlemix_eva.convert import convert_checkpoint
 
     out = convert_checkpoint(args.src, args.format, out=args.out, model=args.model, p14to16=args.p14to16)
     print(f"converted {args.src} -> {out}; load it with from_pretrained({out!r})")
@@ -134,8 +134,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_mae_visualize(args: argparse.Namespace) -> int:
-    from .models.mae.masking import check_mask_ratio
-    from .models.mae.visualize import save_reconstruction_figure
+    from paddlemix_eva.models.mae.masking import check_mask_ratio
+    from paddlemix_eva.tasks.mae_visualize import save_reconstruction_figure
 
     if args.mask_ratio is not None:  # before the model loads
         try:
@@ -148,7 +148,7 @@ def cmd_mae_visualize(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .convert import FORMATS
+    from paddlemix_eva.convert import FORMATS
 
     parser = argparse.ArgumentParser(prog="paddlemix-eva", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -207,10 +207,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import paddlemix_eva  # noqa: F401  - CPU backend settings before paddle loads
 
     args = build_parser().parse_args(argv)
-    from .logs import setup_logging
+    from paddlemix_eva.utils.logs import setup_logging
 
     setup_logging(args.verbose)
-    from .errors import exit_on_bad_input
+    from paddlemix_eva.utils.errors import exit_on_bad_input
 
     return exit_on_bad_input(lambda: args.func(args))
 

@@ -133,7 +133,7 @@ def count_parameters(name_or_entry) -> int:
 
 
 def _count_parameters(entry: ZooEntry) -> int:
-    from .models.modeling_utils import count_parameters as count
+    from paddlemix_eva.models.modeling_utils import count_parameters as count
 
     model_class = entry.load_class()
     return count(model_class.build_lazily(build_config(entry, model_class.config_class)))
@@ -163,7 +163,8 @@ def _macs_cache_key(entry: ZooEntry) -> str:
     stale."""
     import inspect
 
-    from . import flops, layers
+    from paddlemix_eva import layers
+    from paddlemix_eva.tasks import flops
 
     model_module = importlib.import_module(entry.model_class.rpartition(".")[0])
     digest = hashlib.sha256(json.dumps(entry.config, sort_keys=True).encode())
@@ -189,7 +190,7 @@ COUNTS_CACHE = "paddlemix_eva_counts.json"
 
 def _cached_count(kind: str, entry: ZooEntry, compute) -> int:
     """`compute(entry)`, cached on disk under a key of the entry's config and the code that builds it."""
-    from . import hub
+    from paddlemix_eva.utils import hub
 
     cache_file = os.path.join(hub.cache_root(), COUNTS_CACHE)
     key = f"{kind}:{_macs_cache_key(entry)}"
@@ -211,7 +212,7 @@ def _cached_count(kind: str, entry: ZooEntry, compute) -> int:
 def _count_image_macs(entry: ZooEntry) -> int:
     from paddlenlp.transformers.model_utils import no_init_weights
 
-    from .flops import count_macs
+    from paddlemix_eva.tasks.flops import count_macs
 
     model_class = entry.load_class()
     if not model_class.macs_linear_in_depth:

@@ -9,6 +9,8 @@ import paddlemix_eva  # noqa: F401  (must precede `import paddle`)
 import paddle
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the digits dataset of `make demo` (examples/eva02/digits_demo.py) serves the learning tests too
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "eva02"))
 
 
 #: process-wide Paddle flags that library code sets (e.g. `runtime.configure_training_runtime`)
@@ -19,7 +21,9 @@ PROCESS_FLAGS = ("FLAGS_use_stride_kernel",)
 def _restore_process_state():
     """Each test leaves the process as it found it: Paddle flags, eager threads, default dtype, dynamic mode,
     environment and the switches cached from it, so no test's outcome depends on which ran before."""
-    from paddlemix_eva import layers, ops, runtime
+    from paddlemix_eva import layers
+    from paddlemix_eva.layers import norm as ops
+    from paddlemix_eva.utils import runtime
 
     flags, threads = paddle.get_flags(list(PROCESS_FLAGS)), runtime.current_cpu_threads()
     dtype, environ = paddle.get_default_dtype(), dict(os.environ)

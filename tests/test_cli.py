@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from paddlemix_eva import zoo
-from paddlemix_eva.resources import imagenet_classnames, sample_image_path
+from paddlemix_eva.utils.resources import imagenet_classnames, sample_image_path
 from peers import import_timm, import_torch, make_sensitive
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +67,7 @@ def cli_runs(tmp_path_factory):
     src = str(root / "tiny.safetensors")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, src)
     model_dir = convert_checkpoint(src, "timm", out=str(root / "model"))
-    from paddlemix_eva.inference_backend import export_model
+    from paddlemix_eva.tasks.export import export_model
     from paddlemix_eva.models import EVA02VisionTransformer
 
     exported = export_model(EVA02VisionTransformer.from_pretrained(model_dir), str(root / "exported"))
@@ -235,7 +235,7 @@ def test_convert_mislabelled_format(cli_runs):
 # -------------------------------------------------------------------------------------------- predict
 @pytest.mark.slow
 def test_predict_sample_image(cli_runs):
-    from paddlemix_eva.inference import inference_model
+    from paddlemix_eva.tasks.inference import inference_model
 
     result = cli_runs["runs"]["predict"]
     assert result.returncode == 0, result.stderr
@@ -268,7 +268,7 @@ def test_predict_missing_model_dir(cli_runs):
 
 @pytest.mark.slow
 def test_predict_continues_past_an_unreadable_image(cli_runs):
-    from paddlemix_eva.inference import inference_model
+    from paddlemix_eva.tasks.inference import inference_model
 
     result, paths = cli_runs["runs"]["predict_mixed"], cli_runs["paths"]
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
@@ -288,7 +288,7 @@ def test_predict_refuses_a_model_without_a_classification_head(cli_runs):
 
 @pytest.mark.slow
 def test_features_of_a_folder_with_mixed_content(cli_runs):
-    from paddlemix_eva.inference import extract_features
+    from paddlemix_eva.tasks.inference import extract_features
     from paddlemix_eva.models import EVA02VisionTransformer
 
     result, paths = cli_runs["runs"]["features"], cli_runs["paths"]
@@ -306,7 +306,7 @@ def test_features_of_a_folder_with_mixed_content(cli_runs):
 def test_export_writes_a_loadable_model_at_the_requested_size(cli_runs):
     import json
 
-    from paddlemix_eva.inference_backend import load_exported
+    from paddlemix_eva.tasks.export import load_exported
 
     result, out = cli_runs["runs"]["export"], cli_runs["paths"]["out_export"]
     assert result.returncode == 0, result.stderr
@@ -329,7 +329,7 @@ def test_predict_with_the_inference_backend_agrees_with_the_model(cli_runs):
 
 def test_predict_threads_set_the_eager_kernels_too(tiny_eva02_config, tmp_path, capsys):
     """`--threads` acts on the default (dygraph) backend as well; without it, predict uses every core."""
-    from paddlemix_eva import runtime
+    from paddlemix_eva.utils import runtime
     from paddlemix_eva.cli import main
     from paddlemix_eva.models import EVA02VisionTransformer
 

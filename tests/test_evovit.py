@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 from paddlemix_eva.convert import convert_checkpoint
-from paddlemix_eva.convert.evovit import detect, official_levit_prefixes
+from paddlemix_eva.models.evovit.convert import detect, official_levit_prefixes
 from paddlemix_eva.models.evovit import EvoDeiT, EvoDeiTConfig, EvoLeViT, EvoLeViTConfig, RegNet, RegNetConfig
 from paddlemix_eva.models.evovit.evo_levit import representative_token
 from paddlemix_eva.models.evovit.levit_layers import subsample_grid
@@ -407,7 +407,7 @@ def test_adaptive_gradient_clipping_matches_timm():
 
 # ---------------------------------------------------------------------------------------- training
 def _train(tmp_path, model_dir: str, extra_model_args: dict, extra_args: dict):
-    from paddlemix_eva.demo import write_digits_imagefolder
+    from digits_demo import write_digits_imagefolder
     from paddlemix_eva.trainer.evovit import EvoDataArguments, EvoModelArguments, EvoTrainingArguments, run_evo_training
 
     data = tmp_path / "digits"
@@ -459,7 +459,7 @@ def test_evo_levit_distillation_training_lowers_the_loss(tmp_path):
 
 
 def test_exported_evo_deit_equals_eager(converted_deit):
-    from paddlemix_eva.inference_backend import compile_for_cpu
+    from paddlemix_eva.tasks.export import compile_for_cpu
 
     model = EvoDeiT.from_pretrained(converted_deit).eval()
     images = seeded_images(3, 32, seed=4)

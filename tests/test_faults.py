@@ -96,7 +96,7 @@ def test_nan_losses_in_a_row_stop_the_run_before_anything_nan_is_saved(tmp_path)
     assert "training stopped at step 7: the loss was not finite in 3 steps in a row (steps [5, 6, 7])" in output
     assert "Traceback" not in output and not (out / "checkpoint-8").exists()
     assert not (out / "model_state.pdparams").exists()
-    from paddlemix_eva.checkpoint import read_state_dict
+    from paddlemix_eva.utils.checkpoint import read_state_dict
 
     saved = read_state_dict(str(out / "checkpoint-4" / "model_state.pdparams"))
     assert all(np.isfinite(v).all() for v in saved.values())

@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlemix_eva import ops
+from paddlemix_eva.layers import norm as ops
 
 try:
     from paddlemix_eva_ops import FusedLayerNorm, fused_layer_norm, fused_layer_norm_op
@@ -188,7 +188,7 @@ def test_eva02_ti_same_logits_and_gradients_with_either_layer_norm(monkeypatch):
 def test_selection_follows_the_environment_switch(monkeypatch, caplog):
     import logging
 
-    caplog.set_level(logging.INFO, logger="paddlemix_eva.ops")
+    caplog.set_level(logging.INFO, logger="paddlemix_eva.layers.norm")
     ops.fused_layer_norm_class.cache_clear()
     assert ops.fused_layer_norm_class() is FusedLayerNorm
     monkeypatch.setenv(ops.DISABLE_FUSED_LN_ENV, "1")

@@ -17,8 +17,9 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
-from paddlemix_eva import hub, zoo
-from paddlemix_eva.checkpoint import read_state_dict, save_paddle_state_dict
+from paddlemix_eva import zoo
+from paddlemix_eva.utils import hub
+from paddlemix_eva.utils.checkpoint import read_state_dict, save_paddle_state_dict
 from paddlemix_eva.models import EVA02VisionTransformer
 
 NAME = "eva02_Ti_pt_in21k_ft_in1k_p14"
@@ -258,7 +259,7 @@ def test_no_server_listening(monkeypatch):
 
 def test_download_error_keeps_its_cause_when_debugging(monkeypatch, caplog):
     monkeypatch.setenv(hub.HUB_URL_ENV, f"http://127.0.0.1:{_closed_port()}")
-    with caplog.at_level(logging.DEBUG, logger="paddlemix_eva.hub"), pytest.raises(hub.DownloadError) as info:
+    with caplog.at_level(logging.DEBUG, logger="paddlemix_eva.utils.hub"), pytest.raises(hub.DownloadError) as info:
         EVA02VisionTransformer.from_pretrained(NAME)
     assert info.value.__cause__ is not None
 

@@ -18,7 +18,7 @@ from peers import import_timm, make_sensitive, seeded_images, torch_state_dict
 from paddlemix_eva import zoo
 from paddlemix_eva.convert import convert_checkpoint
 from paddlemix_eva.models.mae import MAEConfig, MAEForPretraining, MAEVisionTransformer, MAEVisionTransformerConfig
-from paddlemix_eva.models.mae.data import MAEPretrainDataset, collate_mae
+from paddlemix_eva.data.mae import MAEPretrainDataset, collate_mae
 from paddlemix_eva.models.mae.masking import random_masking
 from paddlemix_eva.models.mae.patches import normalize_patches, patchify, unpatchify
 from paddlemix_eva.models.mae.pos_embed import sincos_2d_table
@@ -364,14 +364,14 @@ def test_official_finetuned_and_linear_probe_layouts_convert(tmp_path):
 
 
 def _convert_only(state):
-    from paddlemix_eva.convert import mae as mae_converter
+    from paddlemix_eva.models.mae import convert as mae_converter
 
     assert mae_converter.detect(state)
     return mae_converter.convert(state, "official", "test")
 
 
 def test_eva_checkpoints_are_not_taken_for_mae(tiny_eva02_config):
-    from paddlemix_eva.convert import mae as mae_converter
+    from paddlemix_eva.models.mae import convert as mae_converter
     from paddlemix_eva.models import EVA02VisionTransformer
 
     eva_state = {k: v.numpy() for k, v in EVA02VisionTransformer(tiny_eva02_config).state_dict().items()}
@@ -461,7 +461,7 @@ def test_two_processes_equal_one_on_the_same_global_batch(config_dir, image_dir,
 # ------------------------------------------------------------------------------- fine-tuning / probe
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    from paddlemix_eva.demo import write_digits_imagefolder
+    from digits_demo import write_digits_imagefolder
 
     root = tmp_path_factory.mktemp("digits")
     write_digits_imagefolder(str(root), size=32)
@@ -496,8 +496,8 @@ def test_finetuning_starts_from_pretraining_weights_with_the_recipe(digits, pret
     assert model.blocks[0].attn.q_proj.weight.optimize_attr["learning_rate"] == pytest.approx(0.65 ** 2)
     assert not np.allclose(model.blocks[1].mlp.fc1.weight.numpy(), pretrained.blocks[1].mlp.fc1.weight.numpy())
     # the logged top-1 is the fraction of validation images whose largest logit is their label
-    from paddlemix_eva.datasets import ImageFolder
-    from paddlemix_eva.transforms import EvalTransform
+    from paddlemix_eva.data.datasets import ImageFolder
+    from paddlemix_eva.data.transforms import EvalTransform
 
     val = ImageFolder(str(digits / "val"), EvalTransform(model.config.image_size, 0.875, data_args.image_mean,
                                                         data_args.image_std))
@@ -563,8 +563,8 @@ def test_lars_step_follows_the_update_rule():
 
 # ------------------------------------------------------------------------------------------ picture
 def test_mae_visualize_writes_original_masked_and_reconstruction(pretrained_dir, image_dir, tmp_path):
-    from paddlemix_eva.models.mae.visualize import MASK_GREY, load_autoencoder, reconstruct
-    from paddlemix_eva.transforms import EvalTransform
+    from paddlemix_eva.tasks.mae_visualize import MASK_GREY, load_autoencoder, reconstruct
+    from paddlemix_eva.data.transforms import EvalTransform
 
     image, out = str(image_dir / "5.png"), str(tmp_path / "figure.png")
     cli = [sys.executable, "-m", "paddlemix_eva.cli", "mae-visualize", image, "--out"]

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image, ImageDraw
 from launch import logged_losses, script_command
 
-from paddlemix_eva.datasets import GlobalBatchSampler, list_images
-from paddlemix_eva.masking import MaskingGenerator
-from paddlemix_eva.mim_data import MIMPretrainDataset, collate_mim
+from paddlemix_eva.data.datasets import GlobalBatchSampler, list_images
+from paddlemix_eva.data.masking import MaskingGenerator
+from paddlemix_eva.data.mim import MIMPretrainDataset, collate_mim
 from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretrainConfig
 from paddlemix_eva.models.eva02.zoo_table import eva02_config
 from paddlemix_eva.trainer.base import check_run_arguments

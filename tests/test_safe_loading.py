@@ -23,9 +23,9 @@ import paddle
 import paddle.nn as nn
 import pytest
 
-from paddlemix_eva.checkpoint import CheckpointError, read_state_dict
+from paddlemix_eva.utils.checkpoint import CheckpointError, read_state_dict
 from paddlemix_eva.models import EVA02VisionTransformer
-from paddlemix_eva.serialization import (
+from paddlemix_eva.utils.serialization import (
     BASE_GLOBALS,
     PADDLE_GLOBALS,
     PaddleGeneratorState,

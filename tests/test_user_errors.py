@@ -13,7 +13,7 @@ from PIL import Image
 
 from paddlemix_eva.cli import main as cli_main
 from paddlemix_eva.models import EVA02VisionTransformer, EVA02VisionTransformerForMIM, EVA02VisionTransformerForMIMConfig
-from paddlemix_eva.resources import sample_image_path
+from paddlemix_eva.utils.resources import sample_image_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: what Paddle, setuptools, datasets and PaddleNLP print on their own in a default run
@@ -109,7 +109,7 @@ def test_export_refuses_a_mim_student_directory(tmp_path):
 
 
 def test_convert_refuses_a_format_the_file_is_not(tmp_path):
-    from paddlemix_eva.checkpoint import CheckpointError
+    from paddlemix_eva.utils.checkpoint import CheckpointError
     from paddlemix_eva.convert import convert_checkpoint
 
     # timm's EVA-02 B layout: `fc1_g` / `fc1_x` / `mlp.norm` are timm's names only
@@ -139,8 +139,8 @@ def test_late_checks_now_come_first(tmp_path):
 # ---------------------------------------------------------------------------------- messages
 def test_messages_point_the_right_way(tiny_eva02_config, tmp_path, caplog):
     from paddlemix_eva import zoo
-    from paddlemix_eva.inference import extract_features
-    from paddlemix_eva.inference_backend import export_model, load_exported
+    from paddlemix_eva.tasks.inference import extract_features
+    from paddlemix_eva.tasks.export import export_model, load_exported
 
     model_dir = _classifier_dir(tiny_eva02_config, tmp_path / "model")
     model = EVA02VisionTransformer.from_pretrained(model_dir)
@@ -170,7 +170,7 @@ def test_features_takes_image_files_too(tiny_eva02_config, tmp_path):
 
 
 def test_mae_visualize_names_an_unreadable_image(tmp_path):
-    from paddlemix_eva.models.mae.visualize import save_reconstruction_figure
+    from paddlemix_eva.tasks.mae_visualize import save_reconstruction_figure
 
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(open(sample_image_path(), "rb").read()[:300])
@@ -209,10 +209,10 @@ def test_default_runs_print_no_third_party_noise(tiny_eva02_config, tmp_path):
 
 
 def test_progress_is_logged_when_stderr_is_not_a_terminal(monkeypatch, caplog):
-    from paddlemix_eva import logs
+    from paddlemix_eva.utils import logs
 
     monkeypatch.setattr(logs, "PROGRESS_LOG_INTERVAL", 0.0)
-    with caplog.at_level(logging.INFO, logger="paddlemix_eva.logs"):
+    with caplog.at_level(logging.INFO, logger="paddlemix_eva.utils.logs"):
         assert list(logs.progress(range(3), "encoding prompts", unit="batch")) == [0, 1, 2]
     assert "encoding prompts: 3/3 batch" in caplog.text
 
@@ -220,7 +220,8 @@ def test_progress_is_logged_when_stderr_is_not_a_terminal(monkeypatch, caplog):
 def test_zoo_counts_are_cached(tmp_path):
     import json
 
-    from paddlemix_eva import hub, zoo
+    from paddlemix_eva import zoo
+    from paddlemix_eva.utils import hub
 
     assert zoo.count_parameters("eva02_Ti_pt_in21k_ft_in1k_p14") == 5_756_584
     with open(os.path.join(hub.cache_root(), zoo.COUNTS_CACHE)) as f:
@@ -230,7 +231,7 @@ def test_zoo_counts_are_cached(tmp_path):
 
 # -------------------------------------------------------------------------------- small defects
 def test_written_weights_get_the_usual_permissions(tmp_path):
-    from paddlemix_eva.checkpoint import save_paddle_state_dict
+    from paddlemix_eva.utils.checkpoint import save_paddle_state_dict
 
     path = tmp_path / "w.pdparams"
     save_paddle_state_dict({"w": np.ones(2, np.float32)}, str(path))
@@ -245,7 +246,7 @@ def test_launch_logs_are_ignored_by_git():
 
 
 def test_topk_with_k_above_the_class_count_is_said(caplog):
-    from paddlemix_eva.evaluation import evaluate_classifier
+    from paddlemix_eva.tasks.evaluation import evaluate_classifier
 
     class TwoClasses(paddle.nn.Layer):
         def forward(self, x):

@@ -14,12 +14,12 @@ import os
 
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
 
-from paddlemix_eva import zeroshot
-from paddlemix_eva.datasets import ImageFolder
-from paddlemix_eva.errors import exit_on_bad_input
-from paddlemix_eva.logs import setup_logging
+from paddlemix_eva.tasks import zeroshot
+from paddlemix_eva.data.datasets import ImageFolder
+from paddlemix_eva.utils.errors import exit_on_bad_input
+from paddlemix_eva.utils.logs import setup_logging
 from paddlemix_eva.models import EVACLIP
-from paddlemix_eva.transforms import EvalTransform
+from paddlemix_eva.data.transforms import EvalTransform
 
 logger = logging.getLogger("run_zero_shot_eval")
 

@@ -11,8 +11,8 @@ import logging
 import os
 from typing import Optional, Union
 
-from ..checkpoint import CheckpointError, StateDict, read_state_dict, save_paddle_state_dict
-from .keymaps import (
+from paddlemix_eva.utils.checkpoint import CheckpointError, StateDict, read_state_dict, save_paddle_state_dict
+from paddlemix_eva.convert.keymaps import (
     FORMATS,
     clip_to_paddlemix,
     detect_format,
@@ -29,7 +29,7 @@ __all__ = ["FORMATS", "convert_checkpoint", "convert_state_dict"]
 #: Converters of the other model families, tried before the EVA-02 / EVA-CLIP rules. Each module defines
 #: `detect(state) -> bool` (is this checkpoint mine?) and `convert(state, fmt, source) -> (model_class, config,
 #: state)` with the state in the family's Paddle layout.
-FAMILY_CONVERTERS = ("paddlemix_eva.convert.mae", "paddlemix_eva.convert.evovit")
+FAMILY_CONVERTERS = ("paddlemix_eva.models.mae.convert", "paddlemix_eva.models.evovit.convert")
 
 
 def _family_converter(state: StateDict):
@@ -68,10 +68,10 @@ def convert_checkpoint(
     The architecture comes from the zoo entry `model` when given (and the weights must fit it exactly), else it
     is inferred from tensor shapes. `p14to16` additionally turns a patch-14 model into its patch-16 variant.
     """
-    from .. import zoo
-    from .eva02 import infer_eva02, p14_to_p16
-    from ..models.eva02 import EVA02VisionTransformer, EVA02VisionTransformerForMIM
-    from .evaclip import infer_evaclip
+    from paddlemix_eva import zoo
+    from paddlemix_eva.models.eva02.convert import infer_eva02, p14_to_p16
+    from paddlemix_eva.models.eva02 import EVA02VisionTransformer, EVA02VisionTransformerForMIM
+    from paddlemix_eva.models.evaclip.convert import infer_evaclip
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown --format {fmt!r}; expected one of {FORMATS}")

@@ -7,7 +7,7 @@ from typing import Dict
 
 import numpy as np
 
-from ..checkpoint import CheckpointError
+from paddlemix_eva.utils.checkpoint import CheckpointError
 
 StateDict = Dict[str, np.ndarray]
 

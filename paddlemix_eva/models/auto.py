@@ -18,7 +18,7 @@ def saved_model_type(directory: str) -> Optional[str]:
 
 def model_class_for(name_or_dir: str) -> type:
     """The model class of a zoo name or a saved model directory (any family)."""
-    from .. import models, zoo
+    from paddlemix_eva import models, zoo
 
     if not os.path.isdir(name_or_dir):
         return zoo.get_entry(name_or_dir).load_class()

@@ -17,8 +17,8 @@ import numpy as np
 from paddlenlp.transformers import PretrainedModel
 from paddlenlp.transformers import model_utils as _pnlp_model_utils
 
-from ..checkpoint import CheckpointError, read_state_dict
-from ..logs import quiet_paddlenlp
+from paddlemix_eva.utils.checkpoint import CheckpointError, read_state_dict
+from paddlemix_eva.utils.logs import quiet_paddlenlp
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class EVAPretrainedModel(PretrainedModel):
     is_classifier: bool = False
 
     def __init__(self, config, *args, **kwargs):
-        from ..runtime import use_all_cores_by_default
+        from paddlemix_eva.utils.runtime import use_all_cores_by_default
 
         use_all_cores_by_default()
         super().__init__(config, *args, **kwargs)
@@ -114,7 +114,8 @@ class EVAPretrainedModel(PretrainedModel):
     @classmethod
     def resolve_pretrained(cls, name_or_path: str, force_download: bool = False):
         """(model directory, weight file, zoo entry or None) for a zoo name or a local directory."""
-        from .. import hub, zoo
+        from paddlemix_eva import zoo
+        from paddlemix_eva.utils import hub
 
         if os.path.isdir(name_or_path):
             return name_or_path, find_weight_file(name_or_path), None
@@ -194,7 +195,7 @@ class EVAPretrainedModel(PretrainedModel):
         Extra keyword arguments override config fields (`image_size=448` interpolates pos_embed, with a warning;
         `num_classes=10` gives a fresh head). `strict=False` downgrades missing / unexpected keys to a warning.
         """
-        from .. import zoo
+        from paddlemix_eva import zoo
 
         strict = kwargs.pop("strict", True)
         force_download = kwargs.pop("force_download", False)
@@ -230,7 +231,7 @@ class EVAPretrainedModel(PretrainedModel):
     def _get_tensor_parallel_mappings(cls, config, is_split: bool = True):
         """PaddleNLP's hook for splitting / merging tensor-parallel checkpoints: every sharded Linear is split by
         output columns (see `paddlemix_eva.tensor_parallel`)."""
-        from ..tensor_parallel import tensor_parallel_mappings
+        from paddlemix_eva.layers.tensor_parallel import tensor_parallel_mappings
 
         degree = max(1, getattr(config, "tensor_parallel_degree", 1))
         rank = max(0, getattr(config, "tensor_parallel_rank", 0))
@@ -287,7 +288,8 @@ class ConvertedWeightsMixin:
 
     @classmethod
     def resolve_pretrained(cls, name_or_path: str, force_download: bool = False):
-        from .. import hub, zoo
+        from paddlemix_eva import zoo
+        from paddlemix_eva.utils import hub
 
         entry = None if os.path.isdir(name_or_path) else zoo.find_entry(name_or_path)
         if entry is None or zoo.WEIGHTS_SOURCE not in entry.extra:

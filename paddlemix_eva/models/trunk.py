@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ..layers import (
+from paddlemix_eva.layers import (
     Block,
     DropPath,
     PatchEmbed,

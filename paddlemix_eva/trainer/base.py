@@ -22,14 +22,14 @@ from paddlenlp.trainer import PdArgumentParser, Trainer, TrainingArguments
 from paddlenlp.trainer.integrations import VisualDLCallback
 from paddlenlp.trainer.trainer_utils import IntervalStrategy, get_last_checkpoint
 
-from ..datasets import GlobalBatchSampler
-from ..errors import TrainingStopped
-from ..logs import third_party_quiet
-from ..runtime import configure_training_runtime
-from ..serialization import verify_checkpoint_dir
-from .callbacks import GradNormMonitor, NonFiniteGuard, SafeVisualDLCallback
-from .optim import apply_lr_scales, decayed_parameter_names
-from .schedules import WarmupCosineLR, WeightDecaySchedule
+from paddlemix_eva.data.datasets import GlobalBatchSampler
+from paddlemix_eva.utils.errors import TrainingStopped
+from paddlemix_eva.utils.logs import third_party_quiet
+from paddlemix_eva.utils.runtime import configure_training_runtime
+from paddlemix_eva.utils.serialization import verify_checkpoint_dir
+from paddlemix_eva.trainer.callbacks import GradNormMonitor, NonFiniteGuard, SafeVisualDLCallback
+from paddlemix_eva.trainer.optim import apply_lr_scales, decayed_parameter_names
+from paddlemix_eva.trainer.schedules import WarmupCosineLR, WeightDecaySchedule
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +160,8 @@ def run_from_command_line(runner, *argument_classes: type):
     """Entry point of the example scripts: parse the argument dataclasses (model, data, training) from the
     command line with PaddleNLP's parser, set up the console output (`--verbose`), then call `runner` with them;
     bad input (also a value the dataclasses refuse) exits with its message (`errors.exit_on_bad_input`)."""
-    from ..errors import exit_on_bad_input
-    from ..logs import setup_logging, verbose_requested
+    from paddlemix_eva.utils.errors import exit_on_bad_input
+    from paddlemix_eva.utils.logs import setup_logging, verbose_requested
 
     setup_logging(verbose_requested(sys.argv[1:]))
 

@@ -11,7 +11,7 @@ import paddle.distributed as dist
 from paddlenlp.trainer import TrainerCallback
 from paddlenlp.trainer.integrations import VisualDLCallback
 
-from ..errors import TrainingStopped
+from paddlemix_eva.utils.errors import TrainingStopped
 
 logger = logging.getLogger(__name__)
 

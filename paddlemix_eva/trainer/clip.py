@@ -8,8 +8,8 @@ import numpy as np
 import paddle
 from paddlenlp.trainer import TrainerCallback
 
-from ..losses import clip_contrastive_loss
-from .base import EVATrainer, apply_save_epochs, check_run_arguments, seed_everything, train_and_save
+from paddlemix_eva.layers.losses import clip_contrastive_loss
+from paddlemix_eva.trainer.base import EVATrainer, apply_save_epochs, check_run_arguments, seed_everything, train_and_save
 
 
 def collate_image_text(samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
@@ -48,8 +48,8 @@ def load_clip(name_or_dir: str, from_scratch: bool = False):
     """An EVACLIP by zoo name or directory: its weights, or (`from_scratch`) its config with upstream init."""
     import os
 
-    from .. import zoo
-    from ..models import EVACLIP, EVACLIPConfig
+    from paddlemix_eva import zoo
+    from paddlemix_eva.models import EVACLIP, EVACLIPConfig
 
     if not from_scratch:
         return EVACLIP.from_pretrained(name_or_dir)
@@ -60,9 +60,9 @@ def load_clip(name_or_dir: str, from_scratch: bool = False):
 
 def run_clip_pretraining(model_args, data_args, training_args):
     """Build model, manifest dataset and `CLIPTrainer` from parsed arguments; train, save, return the metrics."""
-    from ..datasets import ImageTextManifest
-    from ..models.evaclip import get_tokenizer
-    from ..transforms import RandomResizedCropTransform
+    from paddlemix_eva.data.datasets import ImageTextManifest
+    from paddlemix_eva.models.evaclip import get_tokenizer
+    from paddlemix_eva.data.transforms import RandomResizedCropTransform
 
     check_run_arguments(training_args)
     seed_everything(training_args.seed)

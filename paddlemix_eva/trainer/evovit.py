@@ -14,10 +14,10 @@ import paddle
 import paddle.nn.functional as F
 from paddlenlp.trainer import TrainerCallback
 
-from ..models.auto import model_class_for
-from .base import effective_batch_size
-from .finetune import DeiTRecipeDataArguments, FinetuneArguments, FinetuneModelArguments, FinetuneTrainer
-from .finetune import run_finetuning, soft_target_cross_entropy
+from paddlemix_eva.models.auto import model_class_for
+from paddlemix_eva.trainer.base import effective_batch_size
+from paddlemix_eva.trainer.finetune import DeiTRecipeDataArguments, FinetuneArguments, FinetuneModelArguments, FinetuneTrainer
+from paddlemix_eva.trainer.finetune import run_finetuning, soft_target_cross_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def load_evo_model(name_or_dir: str, num_classes: int, input_size: Optional[int]
                    drop_path: Optional[float] = None, pretrained_model_path: Optional[str] = None):
     """An Evo model with `num_classes` outputs: a zoo name builds the architecture from scratch (the recipes train
     from scratch), a directory loads its weights (a head for another class count is initialised afresh)."""
-    from .. import zoo
+    from paddlemix_eva import zoo
 
     overrides = {"num_classes": num_classes}
     if input_size:

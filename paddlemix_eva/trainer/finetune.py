@@ -14,12 +14,12 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from ..augment import Mixup, build_train_transform, mixup_target
-from ..datasets import ImageFolder
-from ..evaluation import evaluate_classifier, write_report
-from ..transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, EvalTransform
-from .base import EVATrainer, EVATrainingArguments, apply_save_epochs, check_run_arguments, seed_everything
-from .ema import EMACallback, ModelEMA, ema_dir
+from paddlemix_eva.data.augment import Mixup, build_train_transform, mixup_target
+from paddlemix_eva.data.datasets import ImageFolder
+from paddlemix_eva.tasks.evaluation import evaluate_classifier, write_report
+from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, EvalTransform
+from paddlemix_eva.trainer.base import EVATrainer, EVATrainingArguments, apply_save_epochs, check_run_arguments, seed_everything
+from paddlemix_eva.trainer.ema import EMACallback, ModelEMA, ema_dir
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def load_classifier(name_or_dir: str, num_classes: int, input_size: Optional[int
                     drop_path: Optional[float] = None, pretrained_model_path: Optional[str] = None):
     """A classifier with `num_classes` outputs from any EVA-02 checkpoint: MIM weights get a fresh `head` and
     `fc_norm` (MIM-only keys are reported as dropped), another input size resamples `pos_embed` with a warning."""
-    from ..models import EVA02VisionTransformer
+    from paddlemix_eva.models import EVA02VisionTransformer
 
     overrides = {"num_classes": num_classes}
     if input_size:
@@ -289,7 +289,7 @@ class EvalArguments:
     fp16_opt_level: str = field(default="O1", metadata={"help": "autocast level with --fp16/--bf16: O1 or O2"})
 
     def __post_init__(self):
-        from .base import check_device_arguments
+        from paddlemix_eva.trainer.base import check_device_arguments
 
         check_device_arguments(self)
         if self.fp16_opt_level not in ("O1", "O2"):
@@ -330,7 +330,7 @@ def run_evaluation(model_name_or_dir: str, eval_data_path: str, batch_size: int 
     `pretrained_model_path` loads weights on top (PaddleMIX's flag); `precision` ("float16" / "bfloat16", CUDA)
     runs the forward under autocast at `amp_level`."""
     if model_class is None:
-        from ..models import EVA02VisionTransformer as model_class
+        from paddlemix_eva.models import EVA02VisionTransformer as model_class
 
     source = ema_dir(model_name_or_dir) if use_ema else model_name_or_dir
     if use_ema and not os.path.isdir(source):

@@ -14,8 +14,8 @@ from typing import List, Optional
 
 import paddle.nn as nn
 
-from ..transforms import IMAGENET_MEAN, IMAGENET_STD
-from .base import (
+from paddlemix_eva.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from paddlemix_eva.trainer.base import (
     EVATrainer,
     EVATrainingArguments,
     apply_save_epochs,
@@ -24,7 +24,7 @@ from .base import (
     seed_everything,
     train_and_save,
 )
-from .finetune import (
+from paddlemix_eva.trainer.finetune import (
     DeiTRecipeDataArguments,
     FinetuneArguments,
     ImageNetFinetuneDataArguments,
@@ -32,8 +32,8 @@ from .finetune import (
     FinetuneTrainer,
     run_finetuning,
 )
-from .lars import LARS
-from .optim import apply_lr_scales
+from paddlemix_eva.trainer.lars import LARS
+from paddlemix_eva.trainer.optim import apply_lr_scales
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ class MAEPretrainTrainer(EVATrainer):
 def build_pretrain_model(model_args: MAEPretrainModelArguments):
     """`MAEForPretraining` from the config of a zoo name or directory (plus overrides), with upstream init or the
     weights of `--pretrained_model_path`."""
-    from .. import zoo
-    from ..models.mae import MAEConfig, MAEForPretraining
+    from paddlemix_eva import zoo
+    from paddlemix_eva.models.mae import MAEConfig, MAEForPretraining
 
     overrides = {name: value for name, value in (("mask_ratio", model_args.mask_ratio),
                                                  ("norm_pix_loss", model_args.norm_pix_loss),
@@ -127,7 +127,7 @@ def build_pretrain_model(model_args: MAEPretrainModelArguments):
 def run_mae_pretraining(model_args: MAEPretrainModelArguments, data_args: MAEPretrainDataArguments,
                         args: MAEPretrainArguments):
     """Build, check, train (resuming if asked), save the autoencoder, log a summary; returns (trainer, metrics)."""
-    from ..models.mae.data import MAEPretrainDataset, collate_mae
+    from paddlemix_eva.data.mae import MAEPretrainDataset, collate_mae
 
     prepare_run(args)
     if not data_args.data_path:
@@ -150,7 +150,7 @@ def load_mae_classifier(name_or_dir: str, num_classes: int, input_size: Optional
     """An MAE ViT with `num_classes` outputs from any MAE checkpoint (pre-training: decoder and mask token are
     reported as dropped; another label set: fresh head, trunc-normal std 2e-5, or 0.01 for a probe). A linear
     probe gets the BatchNorm head and a frozen backbone."""
-    from ..models.mae import MAEVisionTransformer
+    from paddlemix_eva.models.mae import MAEVisionTransformer
 
     overrides = dict(num_classes=num_classes, global_pool=global_pool, linear_probe=linear_probe,
                      head_init_std=0.01 if linear_probe else 2e-5)

@@ -10,9 +10,9 @@ from typing import List, Optional
 import paddle
 import paddle.distributed as dist
 
-from ..mim_data import MIMPretrainDataset, collate_mim
-from ..transforms import CLIP_MEAN, CLIP_STD
-from .base import (
+from paddlemix_eva.data.mim import MIMPretrainDataset, collate_mim
+from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD
+from paddlemix_eva.trainer.base import (
     EVATrainer,
     EVATrainingArguments,
     apply_save_epochs,
@@ -100,7 +100,7 @@ def _config_fields(name_or_dir: str) -> dict:
     """The config fields of a zoo name or a saved model directory, as a plain dict."""
     import json
 
-    from .. import zoo
+    from paddlemix_eva import zoo
 
     if os.path.isdir(name_or_dir):
         with open(os.path.join(name_or_dir, "config.json"), encoding="utf-8") as f:
@@ -111,8 +111,8 @@ def _config_fields(name_or_dir: str) -> dict:
 def build_pretrain_model(model_args: MIMModelArguments, args: MIMPretrainArguments):
     """The composite as PaddleMIX builds it: `--model` (a zoo name or directory, whose composite weights load
     if it has any) as it is, or with `--model None` a teacher and student from `--teacher` / `--student`."""
-    from ..models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretrainConfig
-    from .. import zoo
+    from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretrainConfig
+    from paddlemix_eva import zoo
 
     composite_dir = None
     if model_args.model and model_args.model != "None":
@@ -140,7 +140,7 @@ def build_pretrain_model(model_args: MIMModelArguments, args: MIMPretrainArgumen
         model.student.set_drop_path_rate(model_args.drop_path)
     model.save_student_only = args.only_save_updated_model
     if args.tensor_parallel_degree > 1:  # CUDA only (checked before); shards the loaded weights
-        from ..tensor_parallel import shard_linears
+        from paddlemix_eva.layers.tensor_parallel import shard_linears
 
         for part in (model.teacher, model.student):
             shard_linears(part)

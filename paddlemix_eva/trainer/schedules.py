@@ -6,7 +6,7 @@ import math
 from paddle.optimizer.lr import LRScheduler
 from paddlenlp.trainer import TrainerCallback
 
-from .callbacks import optimizer_wrappers
+from paddlemix_eva.trainer.callbacks import optimizer_wrappers
 
 
 def warmup_cosine(step: int, base: float, final: float, total: int, warmup: int, warmup_start: float) -> float:

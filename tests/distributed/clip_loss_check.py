@@ -8,7 +8,7 @@ import paddlemix_eva  # noqa: F401
 import paddle
 import paddle.distributed as dist
 
-from paddlemix_eva.losses import clip_contrastive_loss
+from paddlemix_eva.layers.losses import clip_contrastive_loss
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from clip_fixture import global_batch, tiny_clip  # noqa: E402

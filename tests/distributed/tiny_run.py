@@ -13,7 +13,6 @@ import json
 import os
 import resource
 import signal
-import sys
 
 import numpy as np
 
@@ -22,7 +21,7 @@ import paddle
 import paddle.nn as nn
 from paddlenlp.trainer import TrainerCallback
 
-from paddlemix_eva.errors import exit_on_bad_input
+from paddlemix_eva.utils.errors import exit_on_bad_input
 from paddlemix_eva.trainer.base import EVATrainer, EVATrainingArguments
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 from paddlenlp.transformers import PretrainedConfig
 
-from ..trunk import TrunkSpec, ViTShapeMixin
+from paddlemix_eva.models.trunk import TrunkSpec, ViTShapeMixin
 
 # PaddleMIX config fields for features no released EVA-02 uses; refused when switched on rather than ignored.
 _UNSUPPORTED_FLAGS = (

@@ -14,12 +14,12 @@ import paddle
 import paddle.nn as nn
 from paddlenlp.transformers import PretrainedConfig
 
-from ...checkpoint import read_state_dict
-from ...losses import negative_cosine_loss
-from ..evaclip import EVACLIP, EVACLIPConfig, EVACLIPVisionTransformer
-from ..modeling_utils import EVAPretrainedModel, weight_file_in
-from .configuration import EVA02VisionTransformerForMIMConfig
-from .modeling import EVA02VisionTransformerForMIM
+from paddlemix_eva.utils.checkpoint import read_state_dict
+from paddlemix_eva.layers.losses import negative_cosine_loss
+from paddlemix_eva.models.evaclip import EVACLIP, EVACLIPConfig, EVACLIPVisionTransformer
+from paddlemix_eva.models.modeling_utils import EVAPretrainedModel, weight_file_in
+from paddlemix_eva.models.eva02.configuration import EVA02VisionTransformerForMIMConfig
+from paddlemix_eva.models.eva02.modeling import EVA02VisionTransformerForMIM
 
 logger = logging.getLogger(__name__)
 ModelRef = Union[str, Dict[str, Any]]
@@ -75,7 +75,7 @@ class MIMTeacher(nn.Layer):
 
 
 def _mim_config(ref: str) -> EVA02VisionTransformerForMIMConfig:
-    from ... import zoo
+    from paddlemix_eva import zoo
 
     if os.path.isdir(ref):
         return EVA02VisionTransformerForMIMConfig.from_pretrained(ref)
@@ -83,7 +83,7 @@ def _mim_config(ref: str) -> EVA02VisionTransformerForMIMConfig:
 
 
 def _clip_config(ref: ModelRef) -> EVACLIPConfig:
-    from ... import zoo
+    from paddlemix_eva import zoo
 
     if isinstance(ref, dict):
         return EVACLIPConfig(**ref)
@@ -215,7 +215,7 @@ class EVA02ForPretrain(EVAPretrainedModel):
         """A composite zoo name or directory: build teacher and student as the config says; the directory's
         composite weights (if any) load first, named parts without weights there download theirs. Keyword
         arguments override config fields."""
-        from ... import zoo
+        from paddlemix_eva import zoo
 
         name = str(pretrained_model_name_or_path)
         if os.path.isdir(name):

@@ -3,7 +3,7 @@
 Published top-1 is ImageNet-1K val from the EVA-02 paper / README. MIM checkpoints are 224 px students whose
 `lm_head` predicts the 1024-d features of the EVA-CLIP g/14 teacher.
 """
-from ...zoo import ZooEntry
+from paddlemix_eva.zoo import ZooEntry
 
 PREFIX = "paddlemix/EVA/EVA02/"
 CLASSIFIER = "paddlemix_eva.models.eva02.modeling.EVA02VisionTransformer"

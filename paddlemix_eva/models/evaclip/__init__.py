@@ -1,6 +1,6 @@
-from .configuration import EVACLIPConfig, EVACLIPTextConfig, EVACLIPVisionConfig
-from .modeling import EVACLIP, EVACLIPTextTransformer, EVACLIPVisionTransformer
-from .tokenizer import CLIPTokenizer, get_tokenizer
+from paddlemix_eva.models.evaclip.configuration import EVACLIPConfig, EVACLIPTextConfig, EVACLIPVisionConfig
+from paddlemix_eva.models.evaclip.modeling import EVACLIP, EVACLIPTextTransformer, EVACLIPVisionTransformer
+from paddlemix_eva.models.evaclip.tokenizer import CLIPTokenizer, get_tokenizer
 
 __all__ = [
     "EVACLIPConfig",

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Union
 
 from paddlenlp.transformers import PretrainedConfig
 
-from ..trunk import PatchGrid, TrunkSpec, check_patch_grid
+from paddlemix_eva.models.trunk import PatchGrid, TrunkSpec, check_patch_grid
 
 logger = logging.getLogger(__name__)
 

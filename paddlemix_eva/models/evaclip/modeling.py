@@ -15,10 +15,10 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ...layers import CLIP_TEXT_NAMES, Block, make_layer_norm, resample_checkpoint_pos_embed
-from ..modeling_utils import EVAPretrainedModel
-from ..trunk import ViTTrunkMixin
-from .configuration import EVACLIPConfig, EVACLIPTextConfig, EVACLIPVisionConfig
+from paddlemix_eva.layers import CLIP_TEXT_NAMES, Block, make_layer_norm, resample_checkpoint_pos_embed
+from paddlemix_eva.models.modeling_utils import EVAPretrainedModel
+from paddlemix_eva.models.trunk import ViTTrunkMixin
+from paddlemix_eva.models.evaclip.configuration import EVACLIPConfig, EVACLIPTextConfig, EVACLIPVisionConfig
 
 logger = logging.getLogger(__name__)
 TEXT_LN_EPS = 1e-5  # OpenAI CLIP text towers use PyTorch's default LayerNorm eps

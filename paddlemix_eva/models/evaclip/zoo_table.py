@@ -1,5 +1,5 @@
 """The published EVA-CLIP models (PaddleMIX names). Zero-shot top-1 is ImageNet-1K from the EVA-CLIP README."""
-from ...zoo import ZooEntry
+from paddlemix_eva.zoo import ZooEntry
 
 PREFIX = "paddlemix/EVA/"
 EVACLIP = "paddlemix_eva.models.evaclip.modeling.EVACLIP"

@@ -10,8 +10,8 @@ from typing import List, Sequence
 
 from paddlenlp.transformers import PretrainedConfig
 
-from ...transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..trunk import TrunkSpec, ViTShapeMixin
+from paddlemix_eva.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from paddlemix_eva.models.trunk import TrunkSpec, ViTShapeMixin
 
 #: per-layer score blend t of Evo-DeiT (g <- (1 - t) g + t cls_attn); the same list for every size
 DEIT_TRADEOFFS = (1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)

@@ -12,8 +12,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ..modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
-from .configuration import RegNetConfig
+from paddlemix_eva.models.modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
+from paddlemix_eva.models.evovit.configuration import RegNetConfig
 
 
 class ConvNormAct(nn.Layer):

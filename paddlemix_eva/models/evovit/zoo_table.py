@@ -5,7 +5,7 @@ distillation from RegNetY-160). Upstream publishes PyTorch files only: convert t
 `paddlemix-eva convert FILE --format official --model NAME --out DIR` (the teacher: timm's `regnety_160` file,
 `--format timm`). The `_384` models only change the input size.
 """
-from ...zoo import WEIGHTS_SOURCE, ZooEntry
+from paddlemix_eva.zoo import WEIGHTS_SOURCE, ZooEntry
 
 PREFIX = "paddlemix/EvoViT/"
 EVO_DEIT = "paddlemix_eva.models.evovit.evo_deit.EvoDeiT"

@@ -8,9 +8,9 @@ from typing import Sequence
 
 from paddlenlp.transformers import PretrainedConfig
 
-from ...transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..trunk import TrunkSpec, ViTShapeMixin
-from .masking import check_mask_ratio, num_kept_tokens
+from paddlemix_eva.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from paddlemix_eva.models.trunk import TrunkSpec, ViTShapeMixin
+from paddlemix_eva.models.mae.masking import check_mask_ratio, num_kept_tokens
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import NamedTuple, Optional
 
 import paddle
 
-from ..tokens import gather_tokens
+from paddlemix_eva.models.tokens import gather_tokens
 
 
 class MaskedTokens(NamedTuple):

@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ...layers import (
+from paddlemix_eva.layers import (
     Attention,
     Block,
     init_ones,
@@ -26,13 +26,13 @@ from ...layers import (
     init_zeros,
     resample_checkpoint_pos_embed,
 )
-from ..modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
-from ..trunk import ViTTrunkMixin
-from .configuration import MAEConfig, MAEVisionTransformerConfig
-from ..tokens import gather_tokens
-from .masking import random_masking
-from .patches import normalize_patches, patchify
-from .pos_embed import sincos_2d_table
+from paddlemix_eva.models.modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
+from paddlemix_eva.models.trunk import ViTTrunkMixin
+from paddlemix_eva.models.mae.configuration import MAEConfig, MAEVisionTransformerConfig
+from paddlemix_eva.models.tokens import gather_tokens
+from paddlemix_eva.models.mae.masking import random_masking
+from paddlemix_eva.models.mae.patches import normalize_patches, patchify
+from paddlemix_eva.models.mae.pos_embed import sincos_2d_table
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Upstream publishes PyTorch files only, so every entry with weights names the off
 (`paddlemix-eva convert FILE --format official --model NAME --out DIR`); top-1 is the MAE README's ImageNet-1K
 fine-tuning result, linear-probe accuracies (paper, TF/TPU) are in the notes.
 """
-from ...zoo import WEIGHTS_SOURCE, ZooEntry
+from paddlemix_eva.zoo import WEIGHTS_SOURCE, ZooEntry
 
 PREFIX = "paddlemix/MAE/"
 PRETRAIN = "paddlemix_eva.models.mae.modeling.MAEForPretraining"

@@ -8,14 +8,14 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from ..layers import resample_abs_pos_embed
-from ..models.eva02 import (
+from paddlemix_eva.layers import resample_abs_pos_embed
+from paddlemix_eva.models.eva02 import (
     EVA02VisionTransformer,
     EVA02VisionTransformerConfig,
     EVA02VisionTransformerForMIM,
     EVA02VisionTransformerForMIMConfig,
 )
-from .shapes import count_blocks, mlp_ratio_for, require_tensor
+from paddlemix_eva.convert.shapes import count_blocks, mlp_ratio_for, require_tensor
 
 logger = logging.getLogger(__name__)
 StateDict = Dict[str, np.ndarray]

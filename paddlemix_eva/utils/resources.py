@@ -5,7 +5,7 @@ import os
 from functools import lru_cache
 from typing import List
 
-DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 
 
 def data_path(name: str) -> str:

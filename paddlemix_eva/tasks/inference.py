@@ -18,10 +18,10 @@ import numpy as np
 import paddle
 from PIL import Image, UnidentifiedImageError
 
-from .datasets import list_image_files
-from .logs import progress
-from .resources import imagenet_classnames
-from .transforms import CLIP_MEAN, CLIP_STD, EvalTransform, ImageLike, load_image
+from paddlemix_eva.data.datasets import list_image_files
+from paddlemix_eva.utils.logs import progress
+from paddlemix_eva.utils.resources import imagenet_classnames
+from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD, EvalTransform, ImageLike, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ Images = Union[ImageLike, Sequence[ImageLike]]
 def load_classifier_for_inference(name_or_dir: str) -> paddle.nn.Layer:
     """A classifier by zoo name or directory, in eval mode; refuses models without a trained classification
     head (MIM students, CLIP towers), whose "predictions" would be random."""
-    from . import zoo
-    from .models import EVA02VisionTransformer
-    from .models.auto import saved_model_type
+    from paddlemix_eva import zoo
+    from paddlemix_eva.models import EVA02VisionTransformer
+    from paddlemix_eva.models.auto import saved_model_type
 
     if not os.path.isdir(name_or_dir):
         entry = zoo.find_entry(name_or_dir)
@@ -218,7 +218,7 @@ def extract_features(
     """Pooled features [N, D] (what the head sees) or patch tokens [N, P, D] of the readable images, and one
     error message (None when fine) per input image, in input order."""
     if isinstance(model_or_name, str):
-        from .models import EVA02VisionTransformer
+        from paddlemix_eva.models import EVA02VisionTransformer
 
         model_or_name = EVA02VisionTransformer.from_pretrained(model_or_name)
     if not isinstance(model_or_name, paddle.nn.Layer) or not hasattr(model_or_name, "extract_feat"):

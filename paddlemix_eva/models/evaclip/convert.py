@@ -6,8 +6,8 @@ from typing import Dict, Tuple, Type
 
 import numpy as np
 
-from ..models.evaclip import EVACLIP, EVACLIPConfig
-from .shapes import count_blocks, mlp_ratio_for, require_tensor
+from paddlemix_eva.models.evaclip import EVACLIP, EVACLIPConfig
+from paddlemix_eva.convert.shapes import count_blocks, mlp_ratio_for, require_tensor
 
 logger = logging.getLogger(__name__)
 StateDict = Dict[str, np.ndarray]

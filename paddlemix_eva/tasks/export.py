@@ -7,7 +7,7 @@ copies behind each transpose, a fresh allocation per intermediate. The exported 
 (see benchmarks/README.md). Logits agree with the eager forward to ~1e-9.
 
     import paddlemix_eva
-    from paddlemix_eva.inference_backend import compile_for_cpu
+    from paddlemix_eva.tasks.export import compile_for_cpu
 
     model = paddlemix_eva.get_model("eva02_Ti_pt_in21k_ft_in1k_p14", image_size=224).eval()
     predictor = compile_for_cpu(model)
@@ -17,11 +17,9 @@ The batch dimension of the exported graph is dynamic; the image size is fixed at
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sys
 import tempfile
 from typing import Optional, Sequence, Tuple
 
@@ -29,8 +27,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from .logs import native_output_hidden
-from .models.modeling_utils import EXPORT_MARKER
+from paddlemix_eva.utils.logs import native_output_hidden
+from paddlemix_eva.models.modeling_utils import EXPORT_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +182,7 @@ def export_model(model: nn.Layer, out_dir: str, input_size: Optional[int] = None
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "image_size"):
         raise ValueError(f"{type(model).__name__} has no config.image_size; export_model needs a paddlemix-eva model")
-    from .inference import check_classifier
+    from paddlemix_eva.tasks.inference import check_classifier
 
     check_classifier(model)
     size = int(input_size or config.image_size)
@@ -197,7 +195,7 @@ def export_model(model: nn.Layer, out_dir: str, input_size: Optional[int] = None
         model.set_input_size(size)
         config = model.config
     os.makedirs(out_dir, exist_ok=True)
-    from .layers import cpu_fused_attention_available
+    from paddlemix_eva.layers import cpu_fused_attention_available
 
     export_static(model, os.path.join(out_dir, "model"), [None, int(getattr(config, "in_chans", 3)), size, size])
     config.save_pretrained(out_dir)

@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from .logs import progress
+from paddlemix_eva.utils.logs import progress
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def evaluate_classifier(model, dataset, batch_size: int = 64, num_workers: int =
 
 def write_report(metrics: Dict[str, object], path: str) -> None:
     """The metrics as JSON (per-class accuracy included), written atomically."""
-    from .checkpoint import atomic_path
+    from paddlemix_eva.utils.checkpoint import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -16,8 +16,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ..checkpoint import CheckpointError, StateDict
-from .shapes import count_blocks, mlp_ratio_for, require_tensor
+from paddlemix_eva.utils.checkpoint import CheckpointError, StateDict
+from paddlemix_eva.convert.shapes import count_blocks, mlp_ratio_for, require_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _deit_key(key: str, value: np.ndarray) -> List[Tuple[str, np.ndarray]]:
 
 
 def _convert_deit(state: StateDict, source: str):
-    from ..models.evovit import EvoDeiT, EvoDeiTConfig
+    from paddlemix_eva.models.evovit import EvoDeiT, EvoDeiTConfig
 
     out: StateDict = {}
     for key, value in state.items():
@@ -122,7 +122,7 @@ def official_levit_prefixes(config) -> Dict[str, str]:
 
 def _levit_size(state: StateDict, source: str):
     """The zoo size whose stage widths, depths and attention widths fit the checkpoint."""
-    from ..models.evovit.zoo_table import LEVIT_SIZES, levit_config
+    from paddlemix_eva.models.evovit.zoo_table import LEVIT_SIZES, levit_config
 
     stem_width = int(state["patch_embed.6.c.weight"].shape[0])
     qkv_widths = sorted({int(v.shape[0]) for k, v in state.items() if re.match(r"^blocks\.\d+\.m\.qkv\.c\.weight$", k)})
@@ -137,7 +137,7 @@ def _levit_size(state: StateDict, source: str):
 
 
 def _convert_levit(state: StateDict, source: str):
-    from ..models.evovit import EvoLeViT, EvoLeViTConfig
+    from paddlemix_eva.models.evovit import EvoLeViT, EvoLeViTConfig
 
     state = {k: v for k, v in state.items()
              if not k.startswith("stage_blocks.") and not k.endswith("num_batches_tracked")}
@@ -162,7 +162,7 @@ def _convert_levit(state: StateDict, source: str):
 
 # -------------------------------------------------------------------------------------------- RegNet
 def _convert_regnet(state: StateDict, source: str):
-    from ..models.evovit import RegNet, RegNetConfig
+    from paddlemix_eva.models.evovit import RegNet, RegNetConfig
 
     out = {_bn_renamed(k): v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     out["head.fc.weight"] = _linear(out["head.fc.weight"])

@@ -14,7 +14,7 @@ from typing import Dict, Iterator, Mapping
 
 import numpy as np
 
-from .serialization import (  # noqa: F401  (re-exported: the errors and suffixes were defined here)
+from paddlemix_eva.utils.serialization import (  # noqa: F401  (re-exported: the errors and suffixes were defined here)
     NUMPY_SUFFIXES,
     PADDLE_SUFFIXES,
     SAFETENSORS_SUFFIXES,

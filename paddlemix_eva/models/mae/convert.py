@@ -14,9 +14,9 @@ from typing import Dict, Tuple, Type
 
 import numpy as np
 
-from ..checkpoint import CheckpointError, StateDict
-from .keymaps import is_clip_state_dict, vision_to_paddlemix
-from .shapes import count_blocks, mlp_ratio_for, require_tensor
+from paddlemix_eva.utils.checkpoint import CheckpointError, StateDict
+from paddlemix_eva.convert.keymaps import is_clip_state_dict, vision_to_paddlemix
+from paddlemix_eva.convert.shapes import count_blocks, mlp_ratio_for, require_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def to_paddle_layout(state: StateDict, fmt: str) -> StateDict:
 
 def infer_architecture(state: StateDict, source: str = "checkpoint") -> Tuple[Type, object]:
     """Model class and config of a converted (Paddle-layout) MAE state dict, read from tensor shapes."""
-    from ..models.mae import MAEConfig, MAEForPretraining, MAEVisionTransformer, MAEVisionTransformerConfig
+    from paddlemix_eva.models.mae import MAEConfig, MAEForPretraining, MAEVisionTransformer, MAEVisionTransformerConfig
 
     conv = require_tensor(state, "patch_embed.proj.weight", source)
     pos = require_tensor(state, "pos_embed", source)

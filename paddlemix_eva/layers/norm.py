@@ -1,14 +1,22 @@
-"""Selection of optional compiled kernels (the FusedLayerNorm custom op of `external_ops/`)."""
+"""LayerNorm construction: the fused custom op where it is installed, Paddle's LayerNorm otherwise."""
 from __future__ import annotations
 
 import logging
 import os
-from functools import lru_cache
-from typing import Type
+from functools import lru_cache, partial
+from typing import Callable, Type
 
 import paddle.nn as nn
 
+LayerFactory = Callable[[int], nn.Layer]
+
 logger = logging.getLogger(__name__)
+
+
+def make_layer_norm(epsilon: float = 1e-6) -> LayerFactory:
+    """LayerNorm factory. Vision towers use eps 1e-6 (Paddle's default is 1e-5, the CLIP text value)."""
+    return partial(fused_layer_norm_class(), epsilon=epsilon)
+
 
 #: Set to 1 to always use `paddle.nn.LayerNorm`, even where the fused op is installed.
 DISABLE_FUSED_LN_ENV = "PADDLEMIX_EVA_DISABLE_FUSED_LN"

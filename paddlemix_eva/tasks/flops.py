@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from .layers import Attention
+from paddlemix_eva.layers import Attention
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import numpy as np
 import paddle
 from PIL import Image
 
-from .datasets import SeededImageDataset
-from .masking import MaskingGenerator
-from .transforms import CLIP_MEAN, CLIP_STD, Normalize, random_resized_crop_box
+from paddlemix_eva.data.datasets import SeededImageDataset
+from paddlemix_eva.data.masking import MaskingGenerator
+from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD, Normalize, random_resized_crop_box
 
 logger = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from .checkpoint import atomic_path
-from .datasets import collate_skip_invalid
-from .evaluation import topk_correct
-from .logs import progress
-from .resources import data_path, imagenet_classnames
-from .serialization import load_npy
+from paddlemix_eva.utils.checkpoint import atomic_path
+from paddlemix_eva.data.datasets import collate_skip_invalid
+from paddlemix_eva.tasks.evaluation import topk_correct
+from paddlemix_eva.utils.logs import progress
+from paddlemix_eva.utils.resources import data_path, imagenet_classnames
+from paddlemix_eva.utils.serialization import load_npy
 
 logger = logging.getLogger(__name__)
 LOGIT_SCALE = 100.0
@@ -87,7 +87,7 @@ def build_classifier(
             logger.info("using cached class embeddings %s", cache_file)
             return load_npy(cache_file)
     if tokenizer is None:
-        from .models.evaclip.tokenizer import get_tokenizer
+        from paddlemix_eva.models.evaclip.tokenizer import get_tokenizer
 
         tokenizer = get_tokenizer()
     was_training = model.training

@@ -15,10 +15,10 @@ import numpy as np
 import paddle
 from PIL import Image
 
-from ...transforms import EvalTransform, ImageLike
-from ..auto import model_class_for
-from .modeling import MAEForPretraining
-from .patches import NORM_PIX_EPS, patch_statistics, patchify, unpatchify
+from paddlemix_eva.data.transforms import EvalTransform, ImageLike
+from paddlemix_eva.models.auto import model_class_for
+from paddlemix_eva.models.mae.modeling import MAEForPretraining
+from paddlemix_eva.models.mae.patches import NORM_PIX_EPS, patch_statistics, patchify, unpatchify
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def reconstruct(model: MAEForPretraining, image: ImageLike, mask_ratio: Optional
 def save_reconstruction_figure(model_name_or_dir: str, image: ImageLike, out_path: str,
                                mask_ratio: Optional[float] = None, seed: int = 0) -> str:
     """Write original | masked | reconstructed (each image_size x image_size) to `out_path` (PNG)."""
-    from ...inference import read_image
+    from paddlemix_eva.tasks.inference import read_image
 
     picture = read_image(image)  # names the file if it cannot be read, before the model loads
     model = load_autoencoder(model_name_or_dir)

@@ -11,9 +11,9 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 import paddle
 
-from ...augment import build_train_transform
-from ...datasets import SeededImageDataset
-from ...transforms import IMAGENET_MEAN, IMAGENET_STD
+from paddlemix_eva.data.augment import build_train_transform
+from paddlemix_eva.data.datasets import SeededImageDataset
+from paddlemix_eva.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 class MAEPretrainDataset(SeededImageDataset):

@@ -57,7 +57,7 @@ def write_digits_imagefolder(root: str, size: int = IMAGE_SIZE, val_fraction: fl
 
 
 def write_pretrain_config(path: str) -> str:
-    from .models.eva02.pretrain import EVA02ForPretrainConfig
+    from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrainConfig
 
     EVA02ForPretrainConfig(teacher_config=TEACHER, student_config=STUDENT).save_pretrained(path)
     return path

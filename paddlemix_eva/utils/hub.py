@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Callable, Optional
 
-from .checkpoint import atomic_path
+from paddlemix_eva.utils.checkpoint import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _download(url: str, dest: str, validate, timeout: float, manual: str) -> str
 
 def fetch_weights(full_name: str, force_download: bool = False) -> str:
     """Local path of the weights of a named model, downloading them into the cache on first use."""
-    from .checkpoint import read_state_dict
+    from paddlemix_eva.utils.checkpoint import read_state_dict
 
     dest = os.path.join(cached_model_dir(full_name), WEIGHTS_NAME)
     if os.path.isfile(dest) and not force_download:

@@ -114,7 +114,7 @@ def use_all_cores_by_default() -> None:
     threads = os.cpu_count() or 1
     set_cpu_threads(threads)
     logger.info("Paddle eager CPU kernels: %d threads (all cores; PADDLEMIX_EVA_CPU_THREADS=N or "
-                "paddlemix_eva.runtime.set_cpu_threads(N) chooses)", threads)
+                "paddlemix_eva.utils.runtime.set_cpu_threads(N) chooses)", threads)
 
 
 def current_cpu_threads() -> int:
