@@ -28,15 +28,16 @@ def zoo_rows(pattern: Optional[str] = None) -> List[List[object]]:
     one image at the input size (counted over a real forward, see `paddlemix_eva.flops`; the student for
     `mim-pretrain`, the vision tower for `clip`), published ImageNet-1K top-1 (zero-shot for CLIP models)."""
     from paddlemix_eva import zoo
+    from paddlemix_eva.tasks import zoo_stats
 
     names = zoo.list_models(pattern)
     rows = []
     for name in progress(names, "counting parameters and MACs", unit="model"):
         entry = zoo.get_entry(name)
-        params = f"{zoo.count_parameters(entry):,}"
-        gmacs = f"{zoo.count_image_macs(name) / 1e9:.2f}"
+        params = f"{zoo_stats.count_parameters(entry):,}"
+        gmacs = f"{zoo_stats.count_image_macs(name) / 1e9:.2f}"
         top1 = f"{entry.top1:.1f}" if entry.top1 is not None else "-"
-        rows.append([name, entry.task, entry.image_size, entry.patch_size, params, gmacs, top1])
+        rows.append([name, entry.task, entry.input_size, entry.patch_size, params, gmacs, top1])
     return rows
 
 

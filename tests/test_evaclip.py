@@ -7,6 +7,7 @@ import paddle
 import pytest
 from peers import import_open_clip, import_timm, make_sensitive, seeded_images, torch_state_dict
 
+from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva import get_model, zoo
 from paddlemix_eva.convert import convert_checkpoint
 from paddlemix_eva.convert.keymaps import vision_to_paddlemix
@@ -160,7 +161,7 @@ def test_tokenizer_repairs_mojibake_like_open_clip():
 def test_named_configs_build_with_published_parameter_counts():
     expected = {"EVA02-CLIP-B-16": 149_691_137, "EVA02-CLIP-L-14": 427_755_457, "EVA01-CLIP-g-14": 1_136_435_841}
     for name, count in expected.items():
-        assert zoo.count_parameters(f"paddlemix/EVA/{name}") == count
+        assert zoo_stats.count_parameters(f"paddlemix/EVA/{name}") == count
     names = zoo.list_models("EVA0*-CLIP-*")
     assert names == ["EVA01-CLIP-g-14", "EVA01-CLIP-g-14-plus", "EVA02-CLIP-B-16", "EVA02-CLIP-L-14",
                      "EVA02-CLIP-L-14-336", "EVA02-CLIP-bigE-14", "EVA02-CLIP-bigE-14-plus"]

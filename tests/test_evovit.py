@@ -6,6 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
+from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva.convert import convert_checkpoint
 from paddlemix_eva.models.evovit.convert import detect, official_levit_prefixes
 from paddlemix_eva.models.evovit import EvoDeiT, EvoDeiTConfig, EvoLeViT, EvoLeViTConfig, RegNet, RegNetConfig
@@ -353,10 +354,10 @@ def test_mac_counts_follow_the_pruning():
     from paddlemix_eva import zoo
 
     entry = zoo.get_entry("evo_deit_small_patch16_224")
-    evo = zoo._count_image_macs(entry)
-    plain = zoo._count_image_macs(dataclasses.replace(entry, config={**entry.config, "keep_ratio": 1.0}))
+    evo = zoo_stats._count_image_macs(entry)
+    plain = zoo_stats._count_image_macs(dataclasses.replace(entry, config={**entry.config, "keep_ratio": 1.0}))
     assert plain / evo == pytest.approx(4.60 / 3.03, rel=0.01)  # the spec's derived 1.52x
-    levit = zoo._count_image_macs(zoo.get_entry("evo_levit_128S"))
+    levit = zoo_stats._count_image_macs(zoo.get_entry("evo_levit_128S"))
     assert levit / 1e9 == pytest.approx(0.255, rel=0.01)
 
 

@@ -11,6 +11,7 @@ import paddle
 import pytest
 from PIL import Image
 
+from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva.cli import main as cli_main
 from paddlemix_eva.models import EVA02VisionTransformer, EVA02VisionTransformerForMIM, EVA02VisionTransformerForMIMConfig
 from paddlemix_eva.utils.resources import sample_image_path
@@ -223,8 +224,8 @@ def test_zoo_counts_are_cached(tmp_path):
     from paddlemix_eva import zoo
     from paddlemix_eva.utils import hub
 
-    assert zoo.count_parameters("eva02_Ti_pt_in21k_ft_in1k_p14") == 5_756_584
-    with open(os.path.join(hub.cache_root(), zoo.COUNTS_CACHE)) as f:
+    assert zoo_stats.count_parameters("eva02_Ti_pt_in21k_ft_in1k_p14") == 5_756_584
+    with open(os.path.join(hub.cache_root(), zoo_stats.COUNTS_CACHE)) as f:
         cached = json.load(f)
     assert 5_756_584 in cached.values() and any(k.startswith("params:") for k in cached)
 

@@ -2,6 +2,7 @@
 import pytest
 from peers import import_timm
 
+from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva import get_model, list_models, zoo
 from paddlemix_eva.models import EVA02VisionTransformer, EVA02VisionTransformerForMIM
 
@@ -56,7 +57,7 @@ def test_shipped_config_matches_the_published_architecture(name):
     ],
 )
 def test_parameter_counts_equal_timms(name, expected):
-    assert zoo.count_parameters(name) == expected
+    assert zoo_stats.count_parameters(name) == expected
 
 
 @pytest.mark.parametrize("timm_name, ours", [("eva02_tiny_patch14_336", "eva02_Ti_pt_in21k_ft_in1k_p14"),
@@ -64,7 +65,7 @@ def test_parameter_counts_equal_timms(name, expected):
 def test_parameter_counts_against_a_live_timm_model(timm_name, ours):
     timm = import_timm()
     reference = timm.create_model(timm_name, pretrained=False, num_classes=1000)
-    assert zoo.count_parameters(ours) == sum(p.numel() for p in reference.parameters())
+    assert zoo_stats.count_parameters(ours) == sum(p.numel() for p in reference.parameters())
 
 
 def test_get_model_builds_with_overrides_and_unknown_names_get_suggestions():

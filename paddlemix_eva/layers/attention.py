@@ -10,6 +10,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from paddlemix_eva.utils import compat
 from paddlemix_eva.layers.norm import LayerFactory, make_layer_norm
 from paddlemix_eva.layers.rope import apply_rope_elementwise, apply_rope_packed_qkv
 
@@ -39,11 +40,10 @@ def cpu_fused_attention_available() -> bool:
     if os.environ.get(DISABLE_CPU_FUSED_ATTENTION_ENV, "0") not in ("", "0", "false", "False"):
         logger.info("CPU attention: matmul path (%s is set)", DISABLE_CPU_FUSED_ATTENTION_ENV)
         return False
-    core = paddle.base.core
-    if not hasattr(paddle._legacy_C_ops, "self_dp_attention") or not hasattr(paddle._C_ops, "self_dp_attention"):
+    if not compat.has_self_dp_attention():
         logger.debug("CPU attention: matmul path (this Paddle has no self_dp_attention op)")
         return False
-    if not (hasattr(core, "supports_avx512f") and core.supports_avx512f()):
+    if not compat.cpu_supports_avx512f():
         logger.debug("CPU attention: matmul path (the fused kernel needs AVX-512)")
         return False
     return True
@@ -55,9 +55,7 @@ def cpu_fused_attention(qkv: paddle.Tensor, scale: float, num_heads: int) -> pad
     One pass, no [B, H, N, N] score tensor in memory and no transposes. Forward only (the op has no gradient).
     Agrees with the matmul path to ~1e-6 relative (the kernel's exp/accumulation order differ).
     """
-    if paddle.in_dynamic_mode():
-        return paddle._legacy_C_ops.self_dp_attention(qkv, "alpha", float(scale), "head_number", int(num_heads))
-    return paddle._C_ops.self_dp_attention(qkv, float(scale), int(num_heads))
+    return compat.self_dp_attention(qkv, scale, num_heads)
 
 
 class Attention(nn.Layer):

@@ -15,8 +15,8 @@ from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 from paddlenlp.transformers import PretrainedModel
-from paddlenlp.transformers import model_utils as _pnlp_model_utils
 
+from paddlemix_eva.utils import compat
 from paddlemix_eva.utils.checkpoint import CheckpointError, read_state_dict
 from paddlemix_eva.utils.logs import quiet_paddlenlp
 
@@ -93,7 +93,7 @@ class EVAPretrainedModel(PretrainedModel):
     # ------------------------------------------------------------------------------------- init
     def init_weights(self) -> None:
         """Upstream initialisation; skipped under PaddleNLP's `no_init_weights` (weights come next anyway)."""
-        if _pnlp_model_utils._init_weights:
+        if compat.init_weights_enabled():
             self._init_parameters()
 
     def _init_parameters(self) -> None:
@@ -102,6 +102,14 @@ class EVAPretrainedModel(PretrainedModel):
     #: False for models whose blocks do not all cost the same (token pruning): MACs are then counted on the
     #: full model instead of being extrapolated from one- and two-block builds
     macs_linear_in_depth: bool = True
+
+    @classmethod
+    def config_with_depth(cls, fields: Dict[str, Any], depth: int) -> Tuple[Dict[str, Any], int]:
+        """(config fields whose image encoder has `depth` blocks, its original depth): how the MAC counter builds
+        a one- and a two-block model to extrapolate from. Families with nested configs override it."""
+        if "layers" not in fields:
+            raise ValueError(f"{cls.__name__}: the config names no encoder depth (`layers`)")
+        return {**fields, "layers": depth}, int(fields["layers"])
 
     @classmethod
     def image_encoder(cls, config) -> Tuple[Any, Callable]:
@@ -224,7 +232,7 @@ class EVAPretrainedModel(PretrainedModel):
         """A model whose parameters have shapes but no storage or initialisation (cheap even for L)."""
         import paddle
 
-        with _pnlp_model_utils.no_init_weights(_enable=True), paddle.LazyGuard():
+        with compat.no_init_weights(), paddle.LazyGuard():
             return cls(config)
 
     @classmethod

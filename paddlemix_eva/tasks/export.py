@@ -27,6 +27,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from paddlemix_eva.utils import compat
 from paddlemix_eva.utils.logs import native_output_hidden
 from paddlemix_eva.models.modeling_utils import EXPORT_MARKER
 
@@ -98,9 +99,9 @@ class CPUPredictor:
         config = inference.Config(program, params)
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(num_threads)
-        if bf16 and not (onednn and paddle.base.core.is_compiled_with_onednn()):
+        if bf16 and not (onednn and compat.onednn_compiled()):
             raise ValueError("bf16 inference runs on oneDNN kernels; this predictor has oneDNN disabled or missing")
-        if onednn and paddle.base.core.is_compiled_with_onednn():
+        if onednn and compat.onednn_compiled():
             config.enable_onednn()
             if bf16:
                 config.enable_onednn_bfloat16()
@@ -162,7 +163,7 @@ def compile_for_cpu(
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU runs bfloat16 math natively (AVX512-BF16 or AMX), which the bf16 path needs to be fast."""
-    return bool(paddle.base.core.supports_bfloat16_fast_performance())
+    return compat.cpu_has_fast_bf16()
 
 
 def export_model(model: nn.Layer, out_dir: str, input_size: Optional[int] = None, dtype: str = "fp32") -> str:

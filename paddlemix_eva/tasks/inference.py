@@ -37,7 +37,7 @@ def load_classifier_for_inference(name_or_dir: str) -> paddle.nn.Layer:
     head (MIM students, CLIP towers), whose "predictions" would be random."""
     from paddlemix_eva import zoo
     from paddlemix_eva.models import EVA02VisionTransformer
-    from paddlemix_eva.models.auto import saved_model_type
+    from paddlemix_eva.zoo import saved_model_type
 
     if not os.path.isdir(name_or_dir):
         entry = zoo.find_entry(name_or_dir)

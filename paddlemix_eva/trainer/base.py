@@ -23,6 +23,7 @@ from paddlenlp.trainer.integrations import VisualDLCallback
 from paddlenlp.trainer.trainer_utils import IntervalStrategy, get_last_checkpoint
 
 from paddlemix_eva.data.datasets import GlobalBatchSampler
+from paddlemix_eva.utils import compat
 from paddlemix_eva.utils.errors import TrainingStopped
 from paddlemix_eva.utils.logs import third_party_quiet
 from paddlemix_eva.utils.runtime import configure_training_runtime
@@ -243,7 +244,7 @@ class EVATrainer(Trainer):
                 **optimizer_kwargs,
             )
             logger.info("optimizer %s: weight decay on %d of %d trainable tensors", optimizer_cls.__name__,
-                        len(decayed), len(self.optimizer._parameter_list))
+                        len(decayed), len(compat.optimizer_parameters(self.optimizer)))
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int):

@@ -11,6 +11,7 @@ import paddle.distributed as dist
 from paddlenlp.trainer import TrainerCallback
 from paddlenlp.trainer.integrations import VisualDLCallback
 
+from paddlemix_eva.utils import compat
 from paddlemix_eva.utils.errors import TrainingStopped
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,7 @@ class SafeVisualDLCallback(VisualDLCallback):
             self.vdl_writer.add_hparams(hparams, metrics_list=[])
 
 
-def optimizer_wrappers(optimizer):
-    """The optimizer and the optimizers fleet's hybrid-parallel / sharding wrappers hold inside it."""
-    while optimizer is not None:
-        yield optimizer
-        optimizer = getattr(optimizer, "_inner_opt", None)
+
 
 
 class GradNormMonitor(TrainerCallback):
@@ -48,21 +45,21 @@ class GradNormMonitor(TrainerCallback):
         self.value: Optional[float] = None
 
     def on_optimizer_begin(self, args, state, control, scaler=None, model=None, optimizer=None, **kwargs):
-        sharding = next((o for o in optimizer_wrappers(optimizer) if hasattr(o, "_rank2params")), None)
-        if sharding is not None:  # each sharding rank owns the reduced gradients of its shard
-            params = sharding._rank2params[sharding._sharding_rank]
+        sharded = compat.sharded_parameters(optimizer)
+        if sharded is not None:  # each sharding rank owns the reduced gradients of its shard
+            params, group = sharded
         else:
-            params = [p for p in model.parameters() if not p.stop_gradient]
+            params, group = [p for p in model.parameters() if not p.stop_gradient], None
         total = paddle.zeros([1], dtype="float32")
         for param in params:
             if param.grad is not None:
                 total += param.grad.astype("float32").square().sum()
-        if sharding is not None:
-            dist.all_reduce(total, group=sharding._hcg.get_sharding_parallel_group())
+        if group is not None:
+            dist.all_reduce(total, group=group)
         norm = float(total.sqrt())
-        scale = getattr(scaler, "_scale", None) if scaler is not None and getattr(scaler, "_enable", True) else None
+        scale = compat.loss_scale(scaler)
         if scale is not None:  # fp16 loss scaling: report the true gradient norm
-            norm /= float(scale)
+            norm /= scale
         self.value = norm
 
 
@@ -106,7 +103,7 @@ class NonFiniteGuard(TrainerCallback):
                 "--warmup_steps or clip gradients (--max_grad_norm), then resume from the last checkpoint "
                 "(--resume_from_checkpoint)"
             )
-        for inner in optimizer_wrappers(optimizer):
+        for inner in compat.inner_optimizers(optimizer):
             if hasattr(inner, "clear_grad"):
                 inner.clear_grad(set_to_zero=False)
                 break

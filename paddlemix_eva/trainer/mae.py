@@ -33,6 +33,7 @@ from paddlemix_eva.trainer.finetune import (
     run_finetuning,
 )
 from paddlemix_eva.trainer.lars import LARS
+from paddlemix_eva.utils import compat
 from paddlemix_eva.trainer.optim import apply_lr_scales
 
 logger = logging.getLogger(__name__)
@@ -247,7 +248,7 @@ class LinearProbeTrainer(FinetuneTrainer):
             )
             logger.info("optimizer LARS (momentum %g, trust %g, weight decay %g) over %d trainable tensors",
                         self.args.lars_momentum, self.args.lars_trust_coefficient, self.args.weight_decay,
-                        len(self.optimizer._parameter_list))
+                        len(compat.optimizer_parameters(self.optimizer)))
         return self.optimizer
 
 

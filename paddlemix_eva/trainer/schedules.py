@@ -6,7 +6,7 @@ import math
 from paddle.optimizer.lr import LRScheduler
 from paddlenlp.trainer import TrainerCallback
 
-from paddlemix_eva.trainer.callbacks import optimizer_wrappers
+from paddlemix_eva.utils import compat
 
 
 def warmup_cosine(step: int, base: float, final: float, total: int, warmup: int, warmup_start: float) -> float:
@@ -48,7 +48,4 @@ class WeightDecaySchedule(TrainerCallback):
     def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
         if optimizer is None or self.start == self.end:
             return
-        *_, inner = optimizer_wrappers(optimizer)
-        inner._weight_decay = self.value(state.global_step)
-        if hasattr(inner, "_default_dict"):
-            inner._default_dict["weight_decay"] = inner._weight_decay
+        compat.set_weight_decay(optimizer, self.value(state.global_step))

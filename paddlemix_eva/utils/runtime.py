@@ -130,10 +130,10 @@ def set_cpu_threads(num_threads: int) -> None:
     Paddle Inference predictors take their thread count from their config instead
     (see `paddlemix_eva.inference_backend.CPUPredictor`).
     """
-    import paddle
+    from paddlemix_eva.utils.compat import set_eager_threads
 
     global _cpu_threads
-    paddle.base.core.set_num_threads(int(num_threads))
+    set_eager_threads(num_threads)
     _cpu_threads = int(num_threads)
 
 

@@ -118,6 +118,12 @@ class EVA02ForPretrain(EVAPretrainedModel):
         self.save_student_only = True
 
     @classmethod
+    def config_with_depth(cls, fields, depth: int):
+        """The student's depth (the teacher's cost is its own zoo entry's)."""
+        student = dict(fields["student_config"])
+        return {**fields, "student_config": {**student, "layers": depth}}, int(student["layers"])
+
+    @classmethod
     def image_encoder(cls, config: EVA02ForPretrainConfig):
         """The student alone, with every patch predicted (the teacher's cost is its own zoo entry's)."""
         if isinstance(config.student_config, str):

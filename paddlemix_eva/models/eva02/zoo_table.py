@@ -3,7 +3,7 @@
 Published top-1 is ImageNet-1K val from the EVA-02 paper / README. MIM checkpoints are 224 px students whose
 `lm_head` predicts the 1024-d features of the EVA-CLIP g/14 teacher.
 """
-from paddlemix_eva.zoo import ZooEntry
+from paddlemix_eva.zoo.entry import ZooEntry
 
 PREFIX = "paddlemix/EVA/EVA02/"
 CLASSIFIER = "paddlemix_eva.models.eva02.modeling.EVA02VisionTransformer"
@@ -28,12 +28,13 @@ def eva02_config(size: str, image_size: int, patch_size: int = 14, **fields) -> 
 
 def _mim(name: str, size: str, patch_size: int = 14, notes: str = "") -> ZooEntry:
     config = eva02_config(size, 224, patch_size, predict_feature_dim=1024)
-    return ZooEntry(PREFIX + name, MIM, config, task="mim", notes=notes)
+    return ZooEntry(PREFIX + name, MIM, config, task="mim", input_size=224, patch_size=patch_size, notes=notes)
 
 
 def _classifier(name: str, size: str, num_classes: int, top1=None, notes: str = "") -> ZooEntry:
     config = eva02_config(size, FINETUNE_SIZE[size], num_classes=num_classes, use_mean_pooling=True)
-    return ZooEntry(PREFIX + name, CLASSIFIER, config, task="classification", top1=top1, notes=notes)
+    return ZooEntry(PREFIX + name, CLASSIFIER, config, task="classification", input_size=config["image_size"],
+                    patch_size=config["patch_size"], top1=top1, notes=notes)
 
 
 P14TO16 = "patch embedding resized 14->16, pos_embed 16x16->14x14 (for detection/segmentation)"
@@ -69,6 +70,15 @@ ENTRIES = [
             "student_config": {**eva02_config("Ti", 224), "predict_feature_dim": 1024},
         },
         task="mim-pretrain",
+        input_size=224,
+        patch_size=14,
         notes="EVA01-CLIP-g-14 teacher + EVA-02 Ti student",
     ),
 ]
+
+#: the classes of saved directories, by the `model_type` in their config.json
+MODEL_TYPES = {
+    "eva02_vit_finetune": CLASSIFIER,
+    "eva02_vit_pretrain": MIM,
+    "eva02_for_pretrain": FOR_PRETRAIN,
+}

@@ -157,6 +157,11 @@ class EVACLIP(EVAPretrainedModel):
         return ["logit_scale", "visual.pos_embed", "visual.cls_token", "text.positional_embedding"]
 
     @classmethod
+    def config_with_depth(cls, fields, depth: int):
+        vision = dict(fields["vision_cfg"])
+        return {**fields, "vision_cfg": {**vision, "layers": depth}}, int(vision["layers"])
+
+    @classmethod
     def image_encoder(cls, config: EVACLIPConfig):
         """The vision tower alone (the text tower is not built)."""
         visual = EVACLIPVisionTransformer(config.vision_config)

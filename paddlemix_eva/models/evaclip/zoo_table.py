@@ -1,5 +1,5 @@
 """The published EVA-CLIP models (PaddleMIX names). Zero-shot top-1 is ImageNet-1K from the EVA-CLIP README."""
-from paddlemix_eva.zoo import ZooEntry
+from paddlemix_eva.zoo.entry import ZooEntry
 
 PREFIX = "paddlemix/EVA/"
 EVACLIP = "paddlemix_eva.models.evaclip.modeling.EVACLIP"
@@ -22,7 +22,8 @@ def _text(width: int, heads: int, layers: int) -> dict:
 
 def _clip(name: str, embed_dim: int, vision: dict, text: dict, top1: float, notes: str = "") -> ZooEntry:
     config = {"embed_dim": embed_dim, "vision_cfg": vision, "text_cfg": text}
-    return ZooEntry(PREFIX + name, EVACLIP, config, task="clip", top1=top1, notes=notes)
+    return ZooEntry(PREFIX + name, EVACLIP, config, task="clip", input_size=vision["image_size"],
+                    patch_size=vision["patch_size"], top1=top1, notes=notes)
 
 
 ENTRIES = [
@@ -37,3 +38,5 @@ ENTRIES = [
     _clip("EVA02-CLIP-bigE-14", 1024, BIGE_VISION, _text(1024, 16, 24), 81.9),
     _clip("EVA02-CLIP-bigE-14-plus", 1024, BIGE_VISION, _text(1280, 20, 32), 82.0),
 ]
+
+MODEL_TYPES = {"evaclip": EVACLIP}

@@ -13,6 +13,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddlemix_eva.tasks.flops import register_attention_products
+from paddlemix_eva.utils import compat
 from paddlemix_eva.layers import DropPath, init_ones, init_torch_default, init_trunc_normal, init_zeros
 
 
@@ -23,8 +24,9 @@ def _init_batch_norm(bn: nn.Layer, weight: float) -> None:
 
 def _batch_norm_scale_shift(bn: nn.Layer) -> Tuple[paddle.Tensor, paddle.Tensor]:
     """(scale, shift) of an eval-mode BatchNorm as the affine map x * scale + shift."""
-    scale = bn.weight / paddle.sqrt(bn._variance + bn._epsilon)
-    return scale, bn.bias - bn._mean * scale
+    mean, variance, epsilon = compat.batch_norm_statistics(bn)
+    scale = bn.weight / paddle.sqrt(variance + epsilon)
+    return scale, bn.bias - mean * scale
 
 
 class ConvNorm(nn.Layer):
@@ -44,8 +46,7 @@ class ConvNorm(nn.Layer):
     def fused(self) -> nn.Conv2D:
         """One Conv2D with bias computing the eval-mode conv + BN."""
         scale, shift = _batch_norm_scale_shift(self.bn)
-        conv = nn.Conv2D(self.c._in_channels, self.c._out_channels, self.c._kernel_size, stride=self.c._stride,
-                         padding=self.c._padding)
+        conv = nn.Conv2D(**compat.conv2d_arguments(self.c))
         conv.weight.set_value(self.c.weight * scale.reshape([-1, 1, 1, 1]))
         conv.bias.set_value(shift)
         return conv

@@ -13,6 +13,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddlemix_eva.models.modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
+from paddlemix_eva.utils import compat
 from paddlemix_eva.models.evovit.configuration import RegNetConfig
 
 
@@ -101,7 +102,8 @@ class RegNet(ConvertedWeightsMixin, EVAPretrainedModel):
         """timm's: convs normal(0, sqrt(2 / fan_out)), BN 1/0, head normal(0, 0.01) with zero bias."""
         for layer in self.sublayers():
             if isinstance(layer, nn.Conv2D):
-                fan_out = layer.weight.shape[0] * layer.weight.shape[2] * layer.weight.shape[3] // layer._groups
+                out_channels, _, kernel_h, kernel_w = layer.weight.shape
+                fan_out = out_channels * kernel_h * kernel_w // compat.conv2d_arguments(layer)["groups"]
                 nn.initializer.Normal(0.0, math.sqrt(2.0 / fan_out))(layer.weight)
                 if layer.bias is not None:
                     nn.initializer.Constant(0.0)(layer.bias)

@@ -5,7 +5,7 @@ distillation from RegNetY-160). Upstream publishes PyTorch files only: convert t
 `paddlemix-eva convert FILE --format official --model NAME --out DIR` (the teacher: timm's `regnety_160` file,
 `--format timm`). The `_384` models only change the input size.
 """
-from paddlemix_eva.zoo import WEIGHTS_SOURCE, ZooEntry
+from paddlemix_eva.zoo.entry import WEIGHTS_SOURCE, ZooEntry
 
 PREFIX = "paddlemix/EvoViT/"
 EVO_DEIT = "paddlemix_eva.models.evovit.evo_deit.EvoDeiT"
@@ -41,14 +41,15 @@ def levit_config(size: str, image_size: int = 224, **fields) -> dict:
 
 def _deit(size: str, image_size: int, top1=None, notes: str = "") -> ZooEntry:
     name = f"evo_deit_{size}_patch16_{image_size}"
-    return ZooEntry(PREFIX + name, EVO_DEIT, deit_config(size, image_size), task="classification", top1=top1,
+    return ZooEntry(PREFIX + name, EVO_DEIT, deit_config(size, image_size), task="classification",
+                    input_size=image_size, patch_size=16, top1=top1,
                     notes=notes or "no distillation (DeiT recipe)", extra={WEIGHTS_SOURCE: OFFICIAL})
 
 
 def _levit(size: str, image_size: int, top1=None) -> ZooEntry:
     suffix = "" if image_size == 224 else "_384"
     return ZooEntry(PREFIX + f"evo_levit_{size}{suffix}", EVO_LEVIT, levit_config(size, image_size),
-                    task="classification", top1=top1, notes="hard distillation from RegNetY-160 (LeViT recipe)",
+                    task="classification", input_size=image_size, patch_size=16, top1=top1, notes="hard distillation from RegNetY-160 (LeViT recipe)",
                     extra={WEIGHTS_SOURCE: OFFICIAL})
 
 
@@ -65,7 +66,9 @@ ENTRIES = [
     _levit("384", 224, top1=80.7),
     _levit("256", 384, top1=81.1),
     _levit("384", 384, top1=82.2),
-    ZooEntry(PREFIX + "regnety_160", REGNET, {"image_size": 224}, task="classification",
+    ZooEntry(PREFIX + "regnety_160", REGNET, {"image_size": 224}, task="classification", input_size=224,
              notes="DeiT's distillation teacher (timm `regnety_160`, convert with --format timm)",
              extra={WEIGHTS_SOURCE: "timm regnety_160 (PyTorch; convert with --format timm)"}),
 ]
+
+MODEL_TYPES = {"evo_deit": EVO_DEIT, "evo_levit": EVO_LEVIT, "regnety": REGNET}

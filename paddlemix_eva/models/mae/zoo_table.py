@@ -4,7 +4,7 @@ Upstream publishes PyTorch files only, so every entry with weights names the off
 (`paddlemix-eva convert FILE --format official --model NAME --out DIR`); top-1 is the MAE README's ImageNet-1K
 fine-tuning result, linear-probe accuracies (paper, TF/TPU) are in the notes.
 """
-from paddlemix_eva.zoo import WEIGHTS_SOURCE, ZooEntry
+from paddlemix_eva.zoo.entry import WEIGHTS_SOURCE, ZooEntry
 
 PREFIX = "paddlemix/MAE/"
 PRETRAIN = "paddlemix_eva.models.mae.modeling.MAEForPretraining"
@@ -36,7 +36,8 @@ def classifier_config(size: str, **fields) -> dict:
 
 
 def _entry(name: str, model_class: str, config: dict, task: str, official: str, top1=None, notes="") -> ZooEntry:
-    return ZooEntry(PREFIX + name, model_class, config, task=task, top1=top1, notes=notes,
+    return ZooEntry(PREFIX + name, model_class, config, task=task, input_size=config["image_size"],
+                    patch_size=config["patch_size"], top1=top1, notes=notes,
                     extra={WEIGHTS_SOURCE: official})
 
 
@@ -56,3 +57,5 @@ ENTRIES = [
              "classification", f"mae_finetuned_vit_{size}.pth", top1=top1)
       for size, top1 in (("base", 83.6), ("large", 85.9), ("huge", 86.9))],
 ]
+
+MODEL_TYPES = {"mae_vit": CLASSIFIER, "mae_pretrain": PRETRAIN}
