@@ -21,7 +21,7 @@ import paddle
 import paddle.nn.functional as F
 
 from paddlemix_eva import zoo
-from paddlemix_eva.layers import norm as ops
+from paddlemix_eva.layers import switches
 from paddlemix_eva.utils.runtime import configure_training_runtime
 from timing import setup_logging, time_in_rounds
 
@@ -59,13 +59,10 @@ def layer_norm_runners(shape: Sequence[int], fused_layer_norm) -> Dict[str, Call
 def training_step_runners(batch: int, size: int) -> Dict[str, Callable[[], object]]:
     """One EVA-02 Ti training step (train mode, cross-entropy, backward) per LayerNorm, same weights."""
     models = {}
-    for name, disable in (("fused", "0"), ("plain", "1")):
-        os.environ[ops.DISABLE_FUSED_LN_ENV] = disable
-        ops.fused_layer_norm_class.cache_clear()
-        paddle.seed(0)
-        models[name] = zoo.get_model("eva02_Ti_pt_in21k_ft_in1k_p14", image_size=size).train()
-    os.environ.pop(ops.DISABLE_FUSED_LN_ENV)
-    ops.fused_layer_norm_class.cache_clear()
+    for name, fused in (("fused", True), ("plain", False)):
+        with switches.FUSED_LAYER_NORM.overridden(fused):
+            paddle.seed(0)
+            models[name] = zoo.get_model("eva02_Ti_pt_in21k_ft_in1k_p14", image_size=size).train()
     models["plain"].set_state_dict(models["fused"].state_dict())
     images = paddle.randn([batch, 3, size, size])
     labels = paddle.randint(0, 1000, [batch])

@@ -25,7 +25,7 @@ ZOO_HEADERS = ["model", "task", "input", "patch", "params", "GMACs", "IN-1K top-
 
 def zoo_rows(pattern: Optional[str] = None) -> List[List[object]]:
     """One row per zoo entry: name, task, input size, patch, parameters (counted from the built model), GMACs of
-    one image at the input size (counted over a real forward, see `paddlemix_eva.flops`; the student for
+    one image at the input size (counted over a real forward, see `paddlemix_eva.tasks.flops`; the student for
     `mim-pretrain`, the vision tower for `clip`), published ImageNet-1K top-1 (zero-shot for CLIP models)."""
     from paddlemix_eva import zoo
     from paddlemix_eva.tasks import zoo_stats
@@ -54,13 +54,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _load_for_prediction(args: argparse.Namespace):
     threads = args.threads or os.cpu_count() or 1
     if args.backend == "inference":
+        if args.labels is not None:
+            raise ValueError("--labels (zero-shot) needs the dygraph backend: exports are classifiers with fixed classes")
         from paddlemix_eva.tasks.export import load_exported
 
         return load_exported(args.model, num_threads=threads)
-    from paddlemix_eva.tasks.inference import load_classifier_for_inference
     from paddlemix_eva.utils.runtime import set_cpu_threads
 
     set_cpu_threads(threads)  # Paddle's eager CPU kernels default to one thread
+    if args.labels is not None:
+        from paddlemix_eva.tasks.zeroshot import parse_labels, zero_shot_classifier
+
+        return zero_shot_classifier(args.model, parse_labels(args.labels))
+    from paddlemix_eva.tasks.inference import load_classifier_for_inference
+
     return load_classifier_for_inference(args.model)
 
 
@@ -86,8 +93,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from paddlemix_eva.tasks.inference import extract_features, list_image_files
-    from paddlemix_eva.models import EVA02VisionTransformer
+    from paddlemix_eva.tasks.inference import extract_features, list_image_files, load_feature_extractor
 
     files, shown = [], {}  # shown: how each file is named in the row listing
     for source in args.paths:
@@ -100,7 +106,7 @@ def cmd_features(args: argparse.Namespace) -> int:
             shown[source] = source
         else:
             raise FileNotFoundError(f"no such image file or folder: {source}")
-    model = EVA02VisionTransformer.from_pretrained(args.model)
+    model = load_feature_extractor(args.model)
     features, errors = extract_features(model, files, patch_tokens=args.patch_tokens, batch_size=args.batch_size)
     kept = [path for path, error in zip(files, errors) if error is None]
     out = args.out if args.out.endswith(".npy") else args.out + ".npy"
@@ -160,9 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. '*Ti*'")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("predict", help="top-k classes of images")
+    p = sub.add_parser("predict", help="top-k classes of images (any classifier; EVA-CLIP zero-shot with --labels)")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", required=True, help="zoo name or model directory (an export directory with --backend inference)")
+    p.add_argument("--labels", default=None,
+                   help="zero-shot with an EVA-CLIP model: class names, comma-separated (\"cat,dog\") or a file with one "
+                        "per line; prompts are the 80 built-in ImageNet templates")
     p.add_argument("--backend", choices=("dygraph", "inference"), default="dygraph",
                    help="dygraph: the Paddle model; inference: a model written by `paddlemix-eva export`")
     p.add_argument("--topk", type=int, default=5)
@@ -172,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("features", help="features of images (files, or every image under folders), saved as .npy")
     p.add_argument("paths", nargs="+", help="image files and/or folders of images (searched recursively)")
-    p.add_argument("--model", required=True, help="zoo name or model directory")
+    p.add_argument("--model", required=True, help="zoo name or model directory (classifier, encoder, pre-training or CLIP "
+                                                   "model of any family)")
     p.add_argument("--out", required=True, help="output .npy file; the row order is written next to it (.files.txt)")
     p.add_argument("--patch-tokens", action="store_true", help="patch tokens [N, P, D] instead of pooled features")
     p.add_argument("--batch-size", type=int, default=8)

@@ -22,7 +22,6 @@ def _restore_process_state():
     """Each test leaves the process as it found it: Paddle flags, eager threads, default dtype, dynamic mode,
     environment and the switches cached from it, so no test's outcome depends on which ran before."""
     from paddlemix_eva import layers
-    from paddlemix_eva.layers import norm as ops
     from paddlemix_eva.utils import runtime
 
     flags, threads = paddle.get_flags(list(PROCESS_FLAGS)), runtime.current_cpu_threads()
@@ -38,8 +37,8 @@ def _restore_process_state():
     if dict(os.environ) != environ:
         os.environ.clear()
         os.environ.update(environ)
-        ops.fused_layer_norm_class.cache_clear()
-        layers.cpu_fused_attention_available.cache_clear()
+    for switch in layers.switches.ALL:
+        switch.set(None)
 
 
 @pytest.fixture(autouse=True)

@@ -20,10 +20,9 @@ from paddlemix_eva.trainer.finetune import (
     FinetuneArguments,
     FinetuneTrainer,
     check_label_space,
-    layer_decay_scale,
+    layer_decay_scales,
     load_classifier,
     soft_target_cross_entropy,
-    vit_layer_id,
 )
 from paddlemix_eva.data.transforms import EvalTransform
 
@@ -51,14 +50,17 @@ def test_layer_decay_scales_and_no_decay_set(tmp_path):
     trainer = FinetuneTrainer(model=model, args=args, layer_decay=0.7)
     optimizer = trainer.create_optimizer(lr_scheduler=0.1)
     layers = model.config.layers
+    layer_ids = model.layer_ids()
     expected_ids = {"cls_token": 0, "pos_embed": 0, "patch_embed.proj.weight": 0, "blocks.0.norm1.weight": 1,
                     "blocks.2.mlp.w3.bias": 3, "fc_norm.weight": layers + 1, "head.weight": layers + 1}
     for name, layer_id in expected_ids.items():
-        assert vit_layer_id(name, layers) == layer_id, name
+        assert layer_ids[name] == layer_id, name
+    assert set(layer_ids) == {name for name, _ in model.named_parameters()}
+    scales = layer_decay_scales(model, 0.7)
     for name, param in model.named_parameters():
-        expected = 0.7 ** (layers + 1 - vit_layer_id(name, layers))
+        expected = 0.7 ** (layers + 1 - layer_ids[name])
         assert param.optimize_attr["learning_rate"] == pytest.approx(expected), name
-        assert layer_decay_scale(name, layers, 0.7) == pytest.approx(expected)
+        assert scales[name] == pytest.approx(expected)
     names = {p.name: n for n, p in model.named_parameters()}
     decayed = {names[p.name] for p in optimizer._parameter_list if optimizer._apply_decay_param_fun(p.name)}
     expected_decayed = {n for n, p in model.named_parameters() if p.ndim >= 2 and n not in ("pos_embed", "cls_token")}

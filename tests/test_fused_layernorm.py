@@ -160,13 +160,12 @@ def eva02_ti(image_size=112):
                                                    image_size=image_size))
 
 
-def test_eva02_ti_same_logits_and_gradients_with_either_layer_norm(monkeypatch):
-    ops.fused_layer_norm_class.cache_clear()
+def test_eva02_ti_same_logits_and_gradients_with_either_layer_norm():
+    from paddlemix_eva.layers import switches
+
     with_fused = eva02_ti()
-    monkeypatch.setenv(ops.DISABLE_FUSED_LN_ENV, "1")
-    ops.fused_layer_norm_class.cache_clear()
-    with_plain = eva02_ti()
-    ops.fused_layer_norm_class.cache_clear()
+    with switches.FUSED_LAYER_NORM.overridden(False):
+        with_plain = eva02_ti()
     kinds = {type(layer) for layer in with_fused.sublayers()}
     assert FusedLayerNorm in kinds and FusedLayerNorm not in {type(layer) for layer in with_plain.sublayers()}
     with_plain.set_state_dict(with_fused.state_dict())
@@ -185,16 +184,22 @@ def test_eva02_ti_same_logits_and_gradients_with_either_layer_norm(monkeypatch):
         assert_close(grad, results[1][1][name], 1e-4, name)
 
 
-def test_selection_follows_the_environment_switch(monkeypatch, caplog):
+def test_selection_follows_the_switch_and_its_environment_default(monkeypatch, caplog):
     import logging
 
+    from paddlemix_eva.layers import switches
+
     caplog.set_level(logging.INFO, logger="paddlemix_eva.layers.norm")
-    ops.fused_layer_norm_class.cache_clear()
     assert ops.fused_layer_norm_class() is FusedLayerNorm
-    monkeypatch.setenv(ops.DISABLE_FUSED_LN_ENV, "1")
-    ops.fused_layer_norm_class.cache_clear()
+    monkeypatch.setenv(ops.DISABLE_FUSED_LN_ENV, "1")  # the default, read at each build
     assert ops.fused_layer_norm_class() is paddle.nn.LayerNorm
-    ops.fused_layer_norm_class.cache_clear()
+    switches.FUSED_LAYER_NORM.set(True)  # explicit beats the environment
+    assert ops.fused_layer_norm_class() is FusedLayerNorm
+    monkeypatch.delenv(ops.DISABLE_FUSED_LN_ENV)
+    switches.FUSED_LAYER_NORM.set(False)
+    assert ops.fused_layer_norm_class() is paddle.nn.LayerNorm
+    switches.FUSED_LAYER_NORM.set(None)
+    assert ops.fused_layer_norm_class() is FusedLayerNorm
     assert "LayerNorm: FusedLayerNorm custom op" in caplog.text and "LayerNorm: paddle.nn.LayerNorm" in caplog.text
 
 

@@ -470,7 +470,7 @@ def digits(tmp_path_factory):
 
 
 def test_finetuning_starts_from_pretraining_weights_with_the_recipe(digits, pretrained_dir, tmp_path, caplog):
-    from paddlemix_eva.trainer.finetune import layer_decay_scale, run_evaluation
+    from paddlemix_eva.trainer.finetune import layer_decay_scales, run_evaluation
     from paddlemix_eva.trainer.mae import (
         MAEFinetuneArguments,
         MAEFinetuneDataArguments,
@@ -492,8 +492,10 @@ def test_finetuning_starts_from_pretraining_weights_with_the_recipe(digits, pret
     model = trainer.model
     assert model.config.global_pool and model.config.drop_path_rate == 0.1 and model.norm is None
     pretrained = MAEForPretraining.from_pretrained(str(pretrained_dir))
+    scales = layer_decay_scales(model, 0.65)
+    assert max(model.layer_ids().values()) == 3  # 2 blocks + the head
     for name, param in model.named_parameters():
-        assert param.optimize_attr["learning_rate"] == pytest.approx(layer_decay_scale(name, 2, 0.65)), name
+        assert param.optimize_attr["learning_rate"] == pytest.approx(scales[name]), name
     assert model.blocks[0].attn.q_proj.weight.optimize_attr["learning_rate"] == pytest.approx(0.65 ** 2)
     assert not np.allclose(model.blocks[1].mlp.fc1.weight.numpy(), pretrained.blocks[1].mlp.fc1.weight.numpy())
     # the logged top-1 is the fraction of validation images whose largest logit is their label

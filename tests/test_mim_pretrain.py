@@ -16,7 +16,7 @@ from paddlemix_eva.data.masking import MaskingGenerator
 from paddlemix_eva.data.mim import MIMPretrainDataset, collate_mim
 from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretrainConfig
 from paddlemix_eva.models.eva02.zoo_table import eva02_config
-from paddlemix_eva.trainer.base import check_run_arguments
+from paddlemix_eva.trainer.base import check_run_arguments, prepare_run
 from paddlemix_eva.trainer.mim import MIMPretrainArguments, MIMTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -208,7 +208,10 @@ def test_grid_mismatch_and_parallel_layouts_are_refused_before_training():
         check_run_arguments(MIMPretrainArguments(output_dir="unused", lr_scheduler_type="linear"))
     check_run_arguments(MIMPretrainArguments(output_dir="unused", lr_scheduler_type="cosine"))  # PaddleMIX passes it
     accumulate = MIMPretrainArguments(output_dir="unused", accum_freq=3)
-    check_run_arguments(accumulate)
+    flags = paddle.get_flags(["FLAGS_use_stride_kernel"])
+    check_run_arguments(accumulate)  # checks only: neither the arguments nor the process change
+    assert accumulate.gradient_accumulation_steps == 1 and paddle.get_flags(["FLAGS_use_stride_kernel"]) == flags
+    prepare_run(accumulate)
     assert accumulate.gradient_accumulation_steps == 3
 
 

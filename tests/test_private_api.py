@@ -6,7 +6,6 @@ import inspect
 import numpy as np
 import paddle
 import pytest
-from paddlenlp.trainer import Trainer
 
 from paddlemix_eva.utils import compat
 

@@ -221,7 +221,6 @@ def test_progress_is_logged_when_stderr_is_not_a_terminal(monkeypatch, caplog):
 def test_zoo_counts_are_cached(tmp_path):
     import json
 
-    from paddlemix_eva import zoo
     from paddlemix_eva.utils import hub
 
     assert zoo_stats.count_parameters("eva02_Ti_pt_in21k_ft_in1k_p14") == 5_756_584

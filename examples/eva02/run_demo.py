@@ -3,7 +3,7 @@
     python examples/eva02/run_demo.py [--workdir output/demo]
 
 Each step runs the same script as the full recipe (run_eva02_pretrain_dist.py, run_eva02_finetune_dist.py,
-run_eva02_finetune_eval.py) with smaller flags; see paddlemix_eva/demo.py for them.
+run_eva02_finetune_eval.py) with smaller flags; see examples/eva02/digits_demo.py for them.
 """
 import argparse
 import os

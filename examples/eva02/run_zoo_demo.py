@@ -2,7 +2,7 @@
 
 The weights are random here (no download needed), so the predicted classes are meaningless; what the demo
 shows is that every published architecture builds, runs at its published input size, and has the published
-parameter count. `make demo` runs it.
+parameter count. Run it with `python examples/eva02/run_zoo_demo.py`.
 """
 import argparse
 import logging

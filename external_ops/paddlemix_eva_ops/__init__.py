@@ -1,4 +1,17 @@
-"""FusedLayerNorm: `paddle.nn.LayerNorm` whose forward and backward are one custom op each (C++ on CPU, CUDA).
+"""Custom ops of paddlemix-eva: FusedLayerNorm (CPU, CUDA) and the fused CPU linear / SwiGLU / RoPE functions.
+
+Fused CPU ops (float32, eager; everything else falls back to the plain Paddle expression, see each module):
+
+    linear(x, weight, bias=None, residual=None)   x @ weight + bias + residual: oneDNN GEMMs   (linear.py)
+    swiglu(h)                                     silu(h[..., :H]) * h[..., H:]                  (elementwise.py)
+    rope_qkv(qkv, cos, sin)                       RoPE on q and k of packed qkv [B, N, 3, heads, d]
+    rope_qkv_split(qkv, cos, sin, q_scale=1.0)    the same, written as q * q_scale, k, v [B, heads, N, d]
+
+with `supports_linear / supports_swiglu / supports_rope_qkv` predicates, `use_fused=` per call and the process
+switch `set_fused_cpu_ops_enabled` (default: `PADDLEMIX_EVA_DISABLE_FUSED_CPU_OPS`, switch.py); `onednn_info()`
+says which oneDNN the linear op found.
+
+FusedLayerNorm: `paddle.nn.LayerNorm` whose forward and backward are one custom op each (C++ on CPU, CUDA).
 
     from paddlemix_eva_ops import FusedLayerNorm
     norm = FusedLayerNorm(768, epsilon=1e-6)      # same parameters and state-dict keys as paddle.nn.LayerNorm
@@ -22,7 +35,16 @@ import paddle.nn.functional as F
 
 from paddlemix_eva_ops_lib import fused_layer_norm as fused_layer_norm_op  # the compiled op (setup.py)
 
-__all__ = ["FusedLayerNorm", "fused_layer_norm", "fused_layer_norm_op", "supports"]
+from .elementwise import rope_qkv, rope_qkv_split, supports_rope_qkv, supports_swiglu, swiglu  # noqa: E402
+from .linear import linear, supports_linear  # noqa: E402
+from .onednn import OneDNNInfo, onednn_info  # noqa: E402
+from .switch import DISABLE_FUSED_CPU_OPS_ENV, fused_cpu_ops_enabled, set_fused_cpu_ops_enabled  # noqa: E402
+
+__all__ = [
+    "FusedLayerNorm", "fused_layer_norm", "fused_layer_norm_op", "supports",
+    "linear", "supports_linear", "swiglu", "supports_swiglu", "rope_qkv", "rope_qkv_split", "supports_rope_qkv",
+    "onednn_info", "OneDNNInfo", "fused_cpu_ops_enabled", "set_fused_cpu_ops_enabled", "DISABLE_FUSED_CPU_OPS_ENV",
+]
 
 logger = logging.getLogger(__name__)
 

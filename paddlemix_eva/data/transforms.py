@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -14,6 +15,67 @@ IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 ImageLike = Union[str, Image.Image, np.ndarray]
+
+#: the resampling filters a config's `interpolation` may name (timm's and torchvision's names)
+INTERPOLATIONS = {
+    "nearest": Image.NEAREST,
+    "bilinear": Image.BILINEAR,
+    "bicubic": Image.BICUBIC,
+    "lanczos": Image.LANCZOS,
+    "box": Image.BOX,
+    "hamming": Image.HAMMING,
+}
+
+
+def check_preprocessing(mean: Sequence[float], std: Sequence[float], crop_pct: float, interpolation: str) -> None:
+    """Raise on values no image pipeline can use (a config typo would otherwise skew every prediction)."""
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std need one value per RGB channel, got mean={list(mean)}, std={list(std)}")
+    if min(std) <= 0:
+        raise ValueError(f"std must be positive, got {list(std)}")
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {interpolation!r} is none of {sorted(INTERPOLATIONS)}")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """A model's evaluation preprocessing, as its config declares it: resize the shorter side to
+    `image_size / crop_pct` with `interpolation`, centre-crop `image_size`, normalise by `mean` / `std`."""
+
+    image_size: int
+    mean: Tuple[float, float, float] = CLIP_MEAN
+    std: Tuple[float, float, float] = CLIP_STD
+    crop_pct: float = 1.0
+    interpolation: str = "bicubic"
+
+    def __post_init__(self):
+        check_preprocessing(self.mean, self.std, self.crop_pct, self.interpolation)
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Preprocessing":
+        """From a config object or a config.json dict; keys it lacks (PaddleMIX's EVA-02 configs carry none) take
+        EVA-02's values (CLIP mean / std, no crop margin, bicubic)."""
+        preprocessing = getattr(config, "preprocessing", None)
+        if isinstance(preprocessing, Preprocessing):
+            return preprocessing
+        get = config.get if isinstance(config, Mapping) else lambda key: getattr(config, key, None)
+        values = {key: get(key) for key in ("image_size", "mean", "std", "crop_pct", "interpolation")}
+        if values["image_size"] is None:
+            raise ValueError("the model config declares no image_size: cannot preprocess images for it")
+        fields = {key: value for key, value in values.items() if value is not None}
+        for key in ("mean", "std"):
+            if key in fields:
+                fields[key] = tuple(float(v) for v in fields[key])
+        return cls(**{**fields, "image_size": int(fields["image_size"])})
+
+    def as_dict(self) -> dict:
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std),
+                "crop_pct": self.crop_pct, "interpolation": self.interpolation}
+
+    def eval_transform(self) -> "EvalTransform":
+        return EvalTransform(self.image_size, self.crop_pct, self.mean, self.std, self.interpolation)
 
 
 def load_image(image: ImageLike) -> Image.Image:
@@ -33,7 +95,7 @@ def load_image(image: ImageLike) -> Image.Image:
 
 
 class EvalTransform:
-    """Resize the shorter side to `image_size / crop_pct` (bicubic), centre-crop `image_size`, normalise to CHW."""
+    """Resize the shorter side to `image_size / crop_pct`, centre-crop `image_size`, normalise to CHW."""
 
     def __init__(
         self,
@@ -41,14 +103,16 @@ class EvalTransform:
         crop_pct: float = 1.0,
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
-        interpolation: int = Image.BICUBIC,
+        interpolation: Union[str, int] = "bicubic",
     ):
         if not 0 < crop_pct <= 1:
             raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+        if isinstance(interpolation, str) and interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation {interpolation!r} is none of {sorted(INTERPOLATIONS)}")
         self.image_size = int(image_size)
         self.resize_to = int(math.floor(image_size / crop_pct))
         self.normalize = Normalize(mean, std)
-        self.interpolation = interpolation
+        self.interpolation = INTERPOLATIONS[interpolation] if isinstance(interpolation, str) else interpolation
 
     def __call__(self, image: ImageLike) -> np.ndarray:
         img = load_image(image)

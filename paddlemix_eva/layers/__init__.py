@@ -3,6 +3,8 @@
 Parameter names follow PaddleMIX (`q_proj`/`k_proj`/`v_proj`, `mlp.w1/w2/w3`, `mlp.ffn_ln`,
 `attn.inner_attn_ln`) so published Paddle checkpoints load unchanged. Linear weights are [in, out].
 
+    switches    the kernel switches (fused LayerNorm, fused CPU attention, fused CPU linear / SwiGLU / RoPE)
+    cpu_kernels the fused CPU kernels of external_ops, with plain fallbacks
     norm        LayerNorm factory (the fused custom op where installed)
     drop        stochastic depth
     embed       patch embedding, absolute position tables and their resampling
@@ -15,11 +17,13 @@ Parameter names follow PaddleMIX (`q_proj`/`k_proj`/`v_proj`, `mlp.w1/w2/w3`, `m
     losses      contrastive and cosine losses
     tensor_parallel  column-parallel Linears on CUDA
 """
+from paddlemix_eva.layers import cpu_kernels, switches
 from paddlemix_eva.layers.attention import (
     DISABLE_CPU_FUSED_ATTENTION_ENV,
     Attention,
     cpu_fused_attention,
     cpu_fused_attention_available,
+    cpu_fused_attention_supported,
 )
 from paddlemix_eva.layers.block import Block
 from paddlemix_eva.layers.drop import DropPath, drop_path
@@ -49,10 +53,13 @@ from paddlemix_eva.layers.rope import (
 )
 
 __all__ = [
+    "switches",
+    "cpu_kernels",
     "DISABLE_CPU_FUSED_ATTENTION_ENV",
     "Attention",
     "cpu_fused_attention",
     "cpu_fused_attention_available",
+    "cpu_fused_attention_supported",
     "Block",
     "DropPath",
     "drop_path",

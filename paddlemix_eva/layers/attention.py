@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from functools import lru_cache
 from typing import Optional, Tuple
 
@@ -11,6 +10,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddlemix_eva.utils import compat
+from paddlemix_eva.layers import cpu_kernels, switches
 from paddlemix_eva.layers.norm import LayerFactory, make_layer_norm
 from paddlemix_eva.layers.rope import apply_rope_elementwise, apply_rope_packed_qkv
 
@@ -26,20 +26,21 @@ def _use_fused_attention(x: paddle.Tensor) -> bool:
     return x.place.is_gpu_place()
 
 
-#: Set to 1 to keep the CPU inference forward on the plain matmul/softmax path instead of `self_dp_attention`.
-DISABLE_CPU_FUSED_ATTENTION_ENV = "PADDLEMIX_EVA_DISABLE_CPU_FUSED_ATTENTION"
+#: Set to 1 to keep the CPU inference forward on the plain matmul/softmax path instead of `self_dp_attention`
+#: (the default of `switches.CPU_FUSED_ATTENTION`).
+DISABLE_CPU_FUSED_ATTENTION_ENV = switches.CPU_FUSED_ATTENTION.disable_env
+
+
+def cpu_fused_attention_available() -> bool:
+    """Whether Paddle's fused CPU attention kernel (`self_dp_attention`, forward only) is used here: the switch
+    (`switches.CPU_FUSED_ATTENTION`) on and the kernel runnable on this CPU."""
+    return switches.CPU_FUSED_ATTENTION.enabled() and cpu_fused_attention_supported()
 
 
 @lru_cache(maxsize=None)
-def cpu_fused_attention_available() -> bool:
-    """Whether Paddle's fused CPU attention kernel (`self_dp_attention`, forward only) can be used here.
-
-    The kernel is written with AVX-512 intrinsics (Paddle's own fuse pass only emits it on AVX-512 CPUs), so it is
-    used only where the CPU reports avx512f; `PADDLEMIX_EVA_DISABLE_CPU_FUSED_ATTENTION=1` turns it off.
-    """
-    if os.environ.get(DISABLE_CPU_FUSED_ATTENTION_ENV, "0") not in ("", "0", "false", "False"):
-        logger.info("CPU attention: matmul path (%s is set)", DISABLE_CPU_FUSED_ATTENTION_ENV)
-        return False
+def cpu_fused_attention_supported() -> bool:
+    """Whether this Paddle has `self_dp_attention` and this CPU runs it: the kernel is written with AVX-512
+    intrinsics (Paddle's own fuse pass only emits it on AVX-512 CPUs), so it needs avx512f."""
     if not compat.has_self_dp_attention():
         logger.debug("CPU attention: matmul path (this Paddle has no self_dp_attention op)")
         return False
@@ -56,6 +57,18 @@ def cpu_fused_attention(qkv: paddle.Tensor, scale: float, num_heads: int) -> pad
     Agrees with the matmul path to ~1e-6 relative (the kernel's exp/accumulation order differ).
     """
     return compat.self_dp_attention(qkv, scale, num_heads)
+
+
+def project_with_residual(projection: nn.Layer, x: paddle.Tensor, dropout: Optional[nn.Layer],
+                          residual: Optional[paddle.Tensor]) -> paddle.Tensor:
+    """dropout(projection(x)) + residual; a plain Linear without dropout is one GEMM with the bias and the
+    residual in its epilogue where the fused CPU kernels run."""
+    if dropout is None and type(projection) is nn.Linear and cpu_kernels.enabled_for(x):
+        return cpu_kernels.linear(x, projection.weight, projection.bias, residual)
+    out = projection(x)
+    if dropout is not None:
+        out = dropout(out)
+    return out if residual is None else out + residual
 
 
 class Attention(nn.Layer):
@@ -119,12 +132,14 @@ class Attention(nn.Layer):
         rope: Optional[Tuple[paddle.Tensor, paddle.Tensor]] = None,
         attn_mask: Optional[paddle.Tensor] = None,
         return_cls_attention: bool = False,
+        residual: Optional[paddle.Tensor] = None,
     ) -> paddle.Tensor:
-        """Attention output [B, N, dim]; with `return_cls_attention`, (output, cls_attention [B, H, N]): see
-        `forward_with_cls_attention` (no RoPE or mask then)."""
+        """Attention output [B, N, dim] (plus `residual`, added inside the output projection's GEMM where the fused
+        CPU kernels run); with `return_cls_attention`, (output, cls_attention [B, H, N]): see
+        `forward_with_cls_attention` (no RoPE, mask or residual then)."""
         if return_cls_attention:
-            if rope is not None or attn_mask is not None:
-                raise NotImplementedError("return_cls_attention supports attention without RoPE or masks")
+            if rope is not None or attn_mask is not None or residual is not None:
+                raise NotImplementedError("return_cls_attention supports attention without RoPE, masks or residual")
             return self.forward_with_cls_attention(x)
         b, n, _ = x.shape
         if _use_fused_attention(x) and attn_mask is None:
@@ -141,17 +156,18 @@ class Attention(nn.Layer):
             # One GEMM for q, k and v packed as [B, N, 3, H, d]; reshape sizes 0 ("keep") leave the batch and
             # sequence dims symbolic so exported graphs stay batch-agnostic and fusable.
             if type(self.q_proj) is nn.Linear:
-                qkv = F.linear(x, self._qkv_weight(), self._qkv_bias())
+                qkv = cpu_kernels.linear(x, self._qkv_weight(), self._qkv_bias())
             else:  # tensor-parallel (or otherwise wrapped) projections keep their own forward
                 qkv = paddle.stack([self.q_proj(x), self.k_proj(x), self.v_proj(x)], axis=2)
             qkv = qkv.reshape([0, 0, 3, self.num_heads, self.head_dim])
             if self._use_cpu_fused_attention(qkv, attn_mask):
                 if rope is not None:
-                    qkv = apply_rope_packed_qkv(qkv, *rope)
+                    rotated = cpu_kernels.rope_qkv(qkv, *rope)
+                    qkv = rotated if rotated is not None else apply_rope_packed_qkv(qkv, *rope)
                 out = cpu_fused_attention(qkv, self.scale, self.num_heads)
             else:
                 out = self._matmul_attention(qkv, rope, attn_mask)
-        return self._project(out)
+        return self._project(out, residual)
 
     def forward_with_cls_attention(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
         """(output [B, N, dim], cls_attention [B, H, N]): also the softmax row of the cls query (token 0) over all
@@ -187,17 +203,22 @@ class Attention(nn.Layer):
     ) -> paddle.Tensor:
         """Packed qkv [B, N, 3, H, d] -> attention output [B, N, H, d] by matmul / softmax / matmul (any device,
         differentiable, masks and attention dropout)."""
-        if rope is not None:
-            qkv = apply_rope_packed_qkv(qkv, *rope)
-        if paddle.in_dynamic_mode():
-            # Eager: three [B, N, H, d] -> [B, H, N, d] transposes. Paddle's CPU strided-copy kernels make one 5-D
-            # transpose plus slices ~1.6x slower per training step (Ti, batch 4: 0.88 s vs 1.39 s fwd+bwd).
-            q, k, v = (t.transpose([0, 2, 1, 3]) for t in paddle.unbind(qkv, axis=2))
+        split = cpu_kernels.rope_qkv_split(qkv, *rope, q_scale=self.scale) if rope is not None else None
+        if split is not None:  # one pass: q and k rotated, q scaled, all three in [B, H, N, d]
+            q, k, v = split
         else:
-            # Static graphs: one transpose to [3, B, H, N, d] (slightly faster in Paddle Inference)
-            qkv = qkv.transpose([2, 0, 3, 1, 4])
-            q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = paddle.matmul(q * self.scale, k, transpose_y=True)
+            if rope is not None:
+                qkv = apply_rope_packed_qkv(qkv, *rope)
+            if paddle.in_dynamic_mode():
+                # Eager: three [B, N, H, d] -> [B, H, N, d] transposes. Paddle's CPU strided-copy kernels make one
+                # 5-D transpose plus slices ~1.6x slower per training step (Ti, batch 4: 0.88 s vs 1.39 s fwd+bwd).
+                q, k, v = (t.transpose([0, 2, 1, 3]) for t in paddle.unbind(qkv, axis=2))
+            else:
+                # Static graphs: one transpose to [3, B, H, N, d] (slightly faster in Paddle Inference)
+                qkv = qkv.transpose([2, 0, 3, 1, 4])
+                q, k, v = qkv[0], qkv[1], qkv[2]
+            q = q * self.scale
+        attn = paddle.matmul(q, k, transpose_y=True)
         if attn_mask is not None:
             if attn_mask.dtype == paddle.bool:
                 attn = paddle.where(attn_mask, attn, paddle.full_like(attn, float("-inf")))
@@ -221,12 +242,9 @@ class Attention(nn.Layer):
             return qkv.place.is_cpu_place() and qkv.stop_gradient
         return not self.training and paddle.get_device() == "cpu"
 
-    def _project(self, out: paddle.Tensor) -> paddle.Tensor:
-        """Merged heads [B, N, H, d] -> inner_attn_ln -> proj -> proj_drop."""
+    def _project(self, out: paddle.Tensor, residual: Optional[paddle.Tensor] = None) -> paddle.Tensor:
+        """Merged heads [B, N, H, d] -> inner_attn_ln -> proj -> proj_drop (-> + residual)."""
         out = out.reshape([0, 0, self.num_heads * self.head_dim])
         if self.inner_attn_ln is not None:
             out = self.inner_attn_ln(out)
-        out = self.output_projection(out)
-        if self.proj_drop is not None:
-            out = self.proj_drop(out)
-        return out
+        return project_with_residual(self.output_projection, out, self.proj_drop, residual)

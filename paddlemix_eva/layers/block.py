@@ -71,6 +71,10 @@ class Block(nn.Layer):
         if self.postnorm:
             x = self._residual(x, norm1(self.attn(x, rope, attn_mask)))
             return self._residual(x, norm2(self.mlp(x)))
+        if self.drop_path is None or not self.training:
+            # the residual adds go into the output projections (one GEMM each with the fused CPU kernels)
+            x = self.attn(norm1(x), rope, attn_mask, residual=x)
+            return self.mlp(norm2(x), residual=x)
         x = self._residual(x, self.attn(norm1(x), rope, attn_mask))
         return self._residual(x, self.mlp(norm2(x)))
 

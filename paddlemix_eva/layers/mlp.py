@@ -6,18 +6,20 @@ from typing import Optional
 import paddle
 import paddle.nn as nn
 
+from paddlemix_eva.layers import cpu_kernels
+from paddlemix_eva.layers.attention import project_with_residual
 from paddlemix_eva.layers.naming import VISION_NAMES, LayerNames
 from paddlemix_eva.layers.norm import LayerFactory
 
 
 class _FeedForward(nn.Layer):
-    """hidden = f(x); [ffn_ln(hidden)]; output projection; dropout. Subclasses define the hidden map."""
+    """hidden = f(x); [ffn_ln(hidden)]; output projection; dropout; [+ residual, inside the projection's GEMM
+    where the fused CPU kernels run]. Subclasses define the hidden map."""
 
-    def _finish(self, hidden: paddle.Tensor) -> paddle.Tensor:
+    def _finish(self, hidden: paddle.Tensor, residual: Optional[paddle.Tensor] = None) -> paddle.Tensor:
         if self.ffn_ln is not None:
             hidden = self.ffn_ln(hidden)
-        out = self.output_projection(hidden)
-        return self.drop(out) if self.drop is not None else out
+        return project_with_residual(self.output_projection, hidden, self.drop, residual)
 
     def _build_output(self, hidden_features: int, out_features: int, drop: float, norm_layer, subln: bool, out_name: str):
         self.ffn_ln = norm_layer(hidden_features) if subln else None
@@ -50,8 +52,11 @@ class Mlp(_FeedForward):
         self.act = nn.GELU()
         self._build_output(hidden_features, out_features or in_features, drop, norm_layer, subln, names.fc2)
 
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self._finish(self.act(getattr(self, self._in_name)(x)))
+    def forward(self, x: paddle.Tensor, residual: Optional[paddle.Tensor] = None) -> paddle.Tensor:
+        fc1 = getattr(self, self._in_name)
+        fused = type(fc1) is nn.Linear and cpu_kernels.enabled_for(x)
+        hidden = cpu_kernels.linear(x, fc1.weight, fc1.bias) if fused else fc1(x)
+        return self._finish(self.act(hidden), residual)
 
 
 class SwiGLU(_FeedForward):
@@ -75,5 +80,12 @@ class SwiGLU(_FeedForward):
         self.act = nn.Swish()
         self._build_output(hidden_features, out_features or in_features, drop, norm_layer, subln, "w3")
 
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self._finish(self.act(self.w1(x)) * self.w2(x))
+    def forward(self, x: paddle.Tensor, residual: Optional[paddle.Tensor] = None) -> paddle.Tensor:
+        if cpu_kernels.enabled_for(x) and type(self.w1) is nn.Linear and type(self.w2) is nn.Linear:
+            # one GEMM for gate and value ([D, 2H], gate first), one pass for silu(gate) * value
+            weight = paddle.concat([self.w1.weight, self.w2.weight], axis=1)
+            bias = paddle.concat([self.w1.bias, self.w2.bias]) if self.w1.bias is not None else None
+            hidden = cpu_kernels.swiglu(cpu_kernels.linear(x, weight, bias))
+        else:
+            hidden = self.act(self.w1(x)) * self.w2(x)
+        return self._finish(hidden, residual)

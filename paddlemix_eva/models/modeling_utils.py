@@ -11,11 +11,12 @@ import inspect
 import logging
 import os
 import re
-from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from paddlenlp.transformers import PretrainedModel
 
+from paddlemix_eva.models.configuration_utils import ImageClassifierConfig, without_stale_class_names
 from paddlemix_eva.utils import compat
 from paddlemix_eva.utils.checkpoint import CheckpointError, read_state_dict
 from paddlemix_eva.utils.logs import quiet_paddlenlp
@@ -83,11 +84,15 @@ class EVAPretrainedModel(PretrainedModel):
     #: True for image classifiers (logits from `forward(image)` over `config.num_classes` labels): the models that
     #: prediction, evaluation and export accept
     is_classifier: bool = False
+    #: the `model_type` of the classifier that fine-tuning makes of this (pre-training) model, if any
+    finetunes_into: Optional[str] = None
 
     def __init__(self, config, *args, **kwargs):
         from paddlemix_eva.utils.runtime import use_all_cores_by_default
 
         use_all_cores_by_default()
+        if isinstance(config, ImageClassifierConfig):
+            config.label_names()  # class names that do not fit the head fail here, not at the first prediction
         super().__init__(config, *args, **kwargs)
 
     # ------------------------------------------------------------------------------------- init
@@ -117,6 +122,11 @@ class EVAPretrainedModel(PretrainedModel):
         families whose image path is part of a bigger model (CLIP's vision tower) return only that part."""
         model = cls(config)
         return model, model
+
+    def layer_ids(self) -> Dict[str, int]:
+        """Parameter name -> depth (0 = input side) for layer-wise LR decay; models built from the ViT trunk
+        answer it from their module tree. Others have no layer order to decay along."""
+        raise NotImplementedError(f"{type(self).__name__} has no layer-wise learning-rate decay (use layer_decay 1)")
 
     # ------------------------------------------------------------------------------- resolving
     @classmethod
@@ -203,7 +213,6 @@ class EVAPretrainedModel(PretrainedModel):
         Extra keyword arguments override config fields (`image_size=448` interpolates pos_embed, with a warning;
         `num_classes=10` gives a fresh head). `strict=False` downgrades missing / unexpected keys to a warning.
         """
-        from paddlemix_eva import zoo
 
         strict = kwargs.pop("strict", True)
         force_download = kwargs.pop("force_download", False)
@@ -213,7 +222,7 @@ class EVAPretrainedModel(PretrainedModel):
         config_overrides = {k: kwargs.pop(k) for k in list(kwargs) if k not in _PADDLENLP_LOAD_KWARGS}
         if config is None:
             if entry is not None:
-                config = zoo.build_config(entry, cls.config_class, **config_overrides)
+                config = entry.build_config(cls.config_class, **config_overrides)
             else:
                 config = config_with_overrides(cls.config_class, model_dir, config_overrides)
         elif config_overrides:
@@ -268,7 +277,7 @@ def config_with_overrides(config_class, model_dir: str, overrides: Dict[str, Any
     unknown = sorted(k for k in overrides if k not in config_dict and k not in config_fields(config_class))
     if unknown:
         raise TypeError(f"{config_class.__name__} has no field {unknown}; fields: {sorted(config_fields(config_class))}")
-    return config_class.from_dict({**config_dict, **overrides})
+    return config_class.from_dict(without_stale_class_names(config_dict, overrides))
 
 
 def count_parameters(model) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import paddle
@@ -189,7 +189,28 @@ class ViTTrunkMixin:
         if config is not None and hasattr(config, "drop_path_rate"):
             config.drop_path_rate = float(rate)
 
+    # ------------------------------------------------------------------------------ layer decay
+    def layer_ids(self) -> Dict[str, int]:
+        """Depth of every parameter for layer-wise LR decay: the embeddings 0, block i i + 1, whatever follows the
+        blocks (final norms, heads) L + 1. Read from the module tree, not from parameter names."""
+        embedding = {id(p) for p in self.patch_embed.parameters()}
+        embedding |= {id(getattr(self, name)) for name in ("cls_token", "pos_embed", "mask_token")
+                      if getattr(self, name, None) is not None}
+        block_of = {id(p): i + 1 for i, blk in enumerate(self.blocks) for p in blk.parameters()}
+        last = len(self.blocks) + 1
+        return {name: 0 if id(p) in embedding else block_of.get(id(p), last) for name, p in self.named_parameters()}
+
     # ---------------------------------------------------------------------------- input size
+    def set_input_size(self, image_size: int) -> None:
+        """Rebuild for another input size: pos_embed bicubic-resampled (no antialias), RoPE tables rebuilt, and
+        the config (the object the model was built from, a tower's inside a joint config) updated and checked."""
+        config = self.config
+        if image_size == config.image_size:
+            return
+        self._resize_trunk(image_size)
+        config.image_size = image_size
+        config.validate()
+
     def _resize_trunk(self, image_size: int) -> None:
         """pos_embed bicubic-resampled (no antialias) to the new grid, RoPE tables rebuilt, input check updated."""
         patch = self.patch_embed.patch_size

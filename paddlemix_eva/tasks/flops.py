@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from paddlemix_eva.layers import Attention
+from paddlemix_eva.layers import Attention, switches
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ class MACCounter:
         return int(sum(self.by_kind.values()))
 
     def __enter__(self) -> "MACCounter":
+        # Counted through the modules' own calls: the fused CPU kernels bypass some of them (packed SwiGLU, GEMMs
+        # with the residual), so they are off while counting (the MACs are the same either way).
+        self._fused = switches.FUSED_CPU_OPS.overridden(False)
+        self._fused.__enter__()
         # The packed attention path multiplies by the concatenated q/k/v weights without calling the three
         # Linears, so the attention hook counts them and their own hooks are left out (never counted twice).
         counted_by_attention = set()
@@ -65,6 +69,7 @@ class MACCounter:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._fused.__exit__(*exc)
 
     def _linear_hook(self, layer: nn.Linear, inputs, output) -> None:
         rows = int(np.prod(inputs[0].shape[:-1]))

@@ -20,40 +20,62 @@ from PIL import Image, UnidentifiedImageError
 
 from paddlemix_eva.data.datasets import list_image_files
 from paddlemix_eva.utils.logs import progress
-from paddlemix_eva.utils.resources import imagenet_classnames
-from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD, EvalTransform, ImageLike, load_image
+from paddlemix_eva.utils.resources import imagenet_classnames, label_set
+from paddlemix_eva.data.transforms import EvalTransform, ImageLike, Preprocessing, load_image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["inference_model", "extract_features", "list_image_files", "load_classifier_for_inference"]
+__all__ = ["inference_model", "extract_features", "list_image_files", "load_classifier_for_inference", "load_model",
+           "load_feature_extractor"]
 
 ModelOrName = Union[str, paddle.nn.Layer, Any]
 Images = Union[ImageLike, Sequence[ImageLike]]
 
 
 # --------------------------------------------------------------------------------------------- models
-def load_classifier_for_inference(name_or_dir: str) -> paddle.nn.Layer:
-    """A classifier by zoo name or directory, in eval mode; refuses models without a trained classification
-    head (MIM students, CLIP towers), whose "predictions" would be random."""
-    from paddlemix_eva import zoo
-    from paddlemix_eva.models import EVA02VisionTransformer
-    from paddlemix_eva.zoo import saved_model_type
+#: how a config.json without `model_type` is read (PaddleMIX's EVA-02 classifier is the format's origin)
+UNTYPED_MODEL = "eva02_vit_finetune"
 
-    if not os.path.isdir(name_or_dir):
-        entry = zoo.find_entry(name_or_dir)
-        if entry is not None and entry.task != "classification":
-            raise ValueError(
-                f"{name_or_dir} is a {entry.task} model without a classification head; predict with a fine-tuned "
-                f"one, e.g. {', '.join(n for n in zoo.list_models('*ft_in1k*')[:2])}"
-            )
-    else:
-        model_type = saved_model_type(name_or_dir)
-        if model_type not in (None, EVA02VisionTransformer.config_class.model_type):
-            raise ValueError(
-                f"{name_or_dir} holds a {model_type!r} model, not a classifier "
-                f"({EVA02VisionTransformer.config_class.model_type!r})"
-            )
-    model = EVA02VisionTransformer.from_pretrained(name_or_dir)
+
+def load_model(name_or_dir: str) -> paddle.nn.Layer:
+    """Any zoo model or saved directory, of whichever family, with its weights, in eval mode."""
+    from paddlemix_eva import zoo
+
+    return zoo.model_class_for(name_or_dir, untyped=UNTYPED_MODEL).from_pretrained(name_or_dir).eval()
+
+
+def load_feature_extractor(name_or_dir: str) -> paddle.nn.Layer:
+    """A model to take image features from: classifiers, encoders and CLIP models as they are; a pre-training model
+    (MIM student, MAE autoencoder) as the encoder it fine-tunes into, without a head."""
+    from paddlemix_eva import zoo
+
+    model_class = zoo.model_class_for(name_or_dir, untyped=UNTYPED_MODEL)
+    if not _has_features(model_class) and getattr(model_class, "finetunes_into", None):
+        encoder_class = zoo.model_class_for_type(model_class.finetunes_into)
+        return encoder_class.from_pretrained(name_or_dir, num_classes=0).eval()
+    return model_class.from_pretrained(name_or_dir).eval()
+
+
+def _has_features(model_class: type) -> bool:
+    return hasattr(model_class, "extract_feat") or hasattr(model_class, "encode_image")
+
+
+def load_classifier_for_inference(name_or_dir: str) -> paddle.nn.Layer:
+    """A classifier of any family by zoo name or directory, in eval mode; refuses models without a trained
+    classification head (MIM students, MAE encoders, CLIP models), whose "predictions" would be random."""
+    from paddlemix_eva import zoo
+
+    entry = None if os.path.isdir(name_or_dir) else zoo.get_entry(name_or_dir)
+    model_class = zoo.model_class_for(name_or_dir, untyped=UNTYPED_MODEL)
+    if not getattr(model_class, "is_classifier", False) or (entry is not None and entry.task != "classification"):
+        what = f"a {entry.task} model" if entry is not None else f"a {model_class.config_class.model_type!r} model"
+        hint = ("; for zero-shot classification give it the class names: `paddlemix-eva predict IMG --model "
+                f"{name_or_dir} --labels \"cat,dog\"` (Python: `paddlemix_eva.tasks.zeroshot`)"
+                if getattr(model_class, "is_zero_shot_classifier", False) else
+                f"; fine-tune it first, or predict with a fine-tuned model such as "
+                f"{', '.join(zoo.list_models('*ft_in1k*')[:2])}")
+        raise ValueError(f"{name_or_dir} is {what} without a classification head ({model_class.__name__}){hint}")
+    model = model_class.from_pretrained(name_or_dir)
     check_classifier(model, name_or_dir)
     return model.eval()
 
@@ -90,25 +112,24 @@ def _as_runner(model_or_name: ModelOrName) -> Tuple[Callable[[np.ndarray], np.nd
     raise TypeError(f"expected a zoo name, a model directory, a model or an exported model; got {type(model_or_name)}")
 
 
-def _config_value(config: Any, key: str, default: Any) -> Any:
-    value = config.get(key) if isinstance(config, dict) else getattr(config, key, None)
-    return default if value is None else value
-
-
 def eval_transform(config: Any) -> EvalTransform:
-    """The model's own evaluation preprocessing, read from its config."""
-    return EvalTransform(
-        int(_config_value(config, "image_size", 224)),
-        crop_pct=float(_config_value(config, "crop_pct", 1.0)),
-        mean=_config_value(config, "mean", CLIP_MEAN),
-        std=_config_value(config, "std", CLIP_STD),
-    )
+    """The model's own evaluation preprocessing, as its config (object or config.json dict) declares it."""
+    return Preprocessing.from_config(config).eval_transform()
 
 
 def class_names_for(config: Any, num_classes: int) -> List[str]:
-    """The class names a model was fine-tuned with, ImageNet's for 1000-class heads, else the label ids."""
-    names = _config_value(config, "class_names", None)
-    if names is not None and len(names) == num_classes:
+    """The names the config gives the outputs; for configs that name none (PaddleMIX's), ImageNet's for
+    1000-class heads, else the label ids."""
+    if hasattr(config, "label_names") and config.class_names is not None:
+        return config.label_names()
+    names = config.get("class_names") if isinstance(config, dict) else getattr(config, "class_names", None)
+    if isinstance(names, str):
+        names = label_set(names)
+    if names is None and isinstance(config, dict) and config.get("id2label"):
+        names = [config["id2label"][key] for key in sorted(config["id2label"], key=int)]
+    if names is not None:
+        if len(names) != num_classes:
+            raise ValueError(f"the model config names {len(names)} classes but the model has {num_classes} outputs")
         return list(names)
     if num_classes == 1000:
         return imagenet_classnames()
@@ -212,18 +233,25 @@ def inference_model(
     return results[0] if single else results
 
 
+def _feature_function(model: Any, patch_tokens: bool) -> Callable[[paddle.Tensor], paddle.Tensor]:
+    """What a model's features are: a classifier's `extract_feat` (pooled or patch tokens), a CLIP model's image
+    embedding (or per-patch embeddings)."""
+    if hasattr(model, "extract_feat"):
+        return lambda x: model.extract_feat(x, patch_tokens=patch_tokens)
+    if hasattr(model, "encode_image"):
+        return model.encode_image_tokens if patch_tokens else model.encode_image
+    raise TypeError(f"{type(model).__name__} has no image features to extract (expected a classifier, an encoder "
+                    "or a CLIP model)")
+
+
 def extract_features(
     model_or_name: ModelOrName, images: Images, patch_tokens: bool = False, batch_size: int = 8
 ) -> Tuple[np.ndarray, List[Optional[str]]]:
     """Pooled features [N, D] (what the head sees) or patch tokens [N, P, D] of the readable images, and one
     error message (None when fine) per input image, in input order."""
-    if isinstance(model_or_name, str):
-        from paddlemix_eva.models import EVA02VisionTransformer
-
-        model_or_name = EVA02VisionTransformer.from_pretrained(model_or_name)
-    if not isinstance(model_or_name, paddle.nn.Layer) or not hasattr(model_or_name, "extract_feat"):
-        raise TypeError("extract_features needs a model with `extract_feat` (an EVA-02 classifier or backbone)")
-    model = model_or_name.eval()
+    model = load_feature_extractor(model_or_name) if isinstance(model_or_name, str) else model_or_name
+    encode = _feature_function(model, patch_tokens)
+    model.eval()
     transform = eval_transform(model.config)
     items, single = _split_images(images)
     features: List[np.ndarray] = []
@@ -233,7 +261,7 @@ def extract_features(
         all_errors.extend(errors)
         if batch is not None:
             with paddle.no_grad():
-                features.append(model.extract_feat(paddle.to_tensor(batch), patch_tokens=patch_tokens).numpy())
+                features.append(encode(paddle.to_tensor(batch)).numpy())
     if not features:
         raise ValueError(f"none of the {len(items)} images could be read")
     return np.concatenate(features), all_errors

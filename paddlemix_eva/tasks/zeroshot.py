@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ import paddle.nn.functional as F
 
 from paddlemix_eva.utils.checkpoint import atomic_path
 from paddlemix_eva.data.datasets import collate_skip_invalid
+from paddlemix_eva.data.transforms import Preprocessing
 from paddlemix_eva.tasks.evaluation import topk_correct
 from paddlemix_eva.utils.logs import progress
 from paddlemix_eva.utils.resources import data_path, imagenet_classnames
@@ -139,3 +141,68 @@ def evaluate(model, dataset, classifier: np.ndarray, batch_size: int = 64, num_w
 
 def default_classnames() -> List[str]:
     return list(imagenet_classnames())
+
+
+@dataclass(frozen=True)
+class ZeroShotHeadConfig:
+    """What inference reads from a classifier's config, for a CLIP model turned into one."""
+
+    class_names: Sequence[str]
+    preprocessing: Preprocessing
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocessing.image_size
+
+    def label_names(self) -> List[str]:
+        return list(self.class_names)
+
+
+class ZeroShotClassifier(paddle.nn.Layer):
+    """A CLIP model and the prompt-ensemble embeddings of `class_names`: `forward(image)` gives 100 x cosine
+    logits, so `inference_model` and `evaluate_classifier` take it like any classifier."""
+
+    is_classifier = True
+
+    def __init__(self, clip_model, class_names: Sequence[str], templates: Optional[Sequence[str]] = None,
+                 cache_dir: Optional[str] = None):
+        super().__init__()
+        self.clip = clip_model
+        templates = list(templates) if templates is not None else imagenet_templates()
+        weights = build_classifier(clip_model, list(class_names), templates, cache_dir=cache_dir)
+        self.register_buffer("class_embeddings", paddle.to_tensor(weights), persistable=False)
+        self.config = ZeroShotHeadConfig(tuple(class_names), clip_model.config.preprocessing)
+
+    def forward(self, image: paddle.Tensor) -> paddle.Tensor:
+        features = F.normalize(self.clip.encode_image(image), axis=-1)
+        return LOGIT_SCALE * features @ self.class_embeddings.astype(features.dtype)
+
+
+def zero_shot_classifier(model_or_name, class_names: Sequence[str], templates: Optional[Sequence[str]] = None,
+                         cache_dir: Optional[str] = None) -> ZeroShotClassifier:
+    """A zoo name, directory or loaded CLIP model as a classifier over `class_names` (the 80 ImageNet templates
+    by default)."""
+    model = model_or_name
+    if isinstance(model_or_name, str):
+        from paddlemix_eva import zoo
+
+        model_class = zoo.model_class_for(model_or_name)
+        if not getattr(model_class, "is_zero_shot_classifier", False):
+            raise ValueError(f"{model_or_name} is a {model_class.__name__}, not a CLIP model: zero-shot labels need an "
+                             "image-text model (EVA-CLIP); a classifier predicts its own classes without --labels")
+        model = model_class.from_pretrained(model_or_name)
+    return ZeroShotClassifier(model.eval(), class_names, templates, cache_dir)
+
+
+def parse_labels(value: str) -> List[str]:
+    """`--labels`: comma-separated class names, or a text file with one name per line."""
+    if os.path.isfile(value):
+        return read_lines(value, "class names")
+    names = [name.strip() for name in value.split(",")]
+    if not all(names):
+        raise ValueError(f"--labels {value!r}: empty class name; give names separated by commas, e.g. \"cat,dog\"")
+    return names

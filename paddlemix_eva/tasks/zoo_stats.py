@@ -3,7 +3,6 @@ the weight cache directory (only the first listing builds the models)."""
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 from functools import lru_cache
@@ -65,12 +64,23 @@ def _count_image_macs(entry: ZooEntry) -> int:
 def _cache_key(entry: ZooEntry) -> str:
     """Changes with the entry's config and with the code that builds and counts it, so a cached count is never
     stale."""
-    import importlib
-
-    model_module = importlib.import_module(entry.model_class.rpartition(".")[0])
     digest = hashlib.sha256(json.dumps(entry.config, sort_keys=True, default=str).encode())
-    for module in (flops, layers, model_module):
-        digest.update(inspect.getsource(module).encode())
+    digest.update(_counting_code_digest().encode())
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def _counting_code_digest() -> str:
+    """sha256 over every source file a count depends on: the blocks, the model families and the counter."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = [os.path.abspath(flops.__file__)]
+    for folder in (os.path.dirname(os.path.abspath(layers.__file__)), os.path.join(package, "models")):
+        for root, _, names in os.walk(folder):
+            files += [os.path.join(root, name) for name in names if name.endswith(".py")]
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        with open(path, "rb") as f:
+            digest.update(os.path.relpath(path, package).encode() + b"\0" + f.read())
     return digest.hexdigest()
 
 

@@ -90,9 +90,8 @@ def check_device_arguments(args) -> None:
 
 
 def check_run_arguments(args: EVATrainingArguments) -> None:
-    """Refuse layouts that cannot run, before any work starts; map `--accum_freq` onto gradient accumulation."""
+    """Refuse layouts that cannot run, before any work starts (changes nothing; `prepare_run` then sets up)."""
     check_device_arguments(args)
-    configure_training_runtime()
     implied = max(1, args.world_size) // max(
         1, args.tensor_parallel_degree * args.pipeline_parallel_degree * args.sharding_parallel_degree
     )
@@ -108,10 +107,17 @@ def check_run_arguments(args: EVATrainingArguments) -> None:
         raise ValueError(f"--lr_scheduler_type {args.lr_scheduler_type.value}: the EVA recipes schedule the learning "
                          "rate as linear warmup (--warmup_lr, --warmup_epochs/--warmup_steps) then cosine to --min_lr; "
                          "pass cosine or leave the flag out")
+    if args.accum_freq > 1 and args.gradient_accumulation_steps not in (1, args.accum_freq):
+        raise ValueError("--accum_freq and --gradient_accumulation_steps disagree; give one of them")
+
+
+def prepare_run(args: EVATrainingArguments) -> None:
+    """`check_run_arguments`, then what every run sets up: `--accum_freq` as gradient accumulation and the training
+    runtime of this process (`configure_training_runtime`)."""
+    check_run_arguments(args)
     if args.accum_freq > 1:
-        if args.gradient_accumulation_steps not in (1, args.accum_freq):
-            raise ValueError("--accum_freq and --gradient_accumulation_steps disagree; give one of them")
         args.gradient_accumulation_steps = args.accum_freq
+    configure_training_runtime()
 
 
 def effective_batch_size(args: EVATrainingArguments) -> int:

@@ -9,7 +9,7 @@ import paddle
 from paddlenlp.trainer import TrainerCallback
 
 from paddlemix_eva.layers.losses import clip_contrastive_loss
-from paddlemix_eva.trainer.base import EVATrainer, apply_save_epochs, check_run_arguments, seed_everything, train_and_save
+from paddlemix_eva.trainer.base import EVATrainer, apply_save_epochs, prepare_run, seed_everything, train_and_save
 
 
 def collate_image_text(samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
@@ -64,13 +64,11 @@ def run_clip_pretraining(model_args, data_args, training_args):
     from paddlemix_eva.models.evaclip import get_tokenizer
     from paddlemix_eva.data.transforms import RandomResizedCropTransform
 
-    check_run_arguments(training_args)
+    prepare_run(training_args)
     seed_everything(training_args.seed)
     model = load_clip(model_args.model, model_args.from_scratch)
-    vision = model.config.vision_config
-    size = data_args.input_size or vision.image_size
-    if size != vision.image_size:
-        model.visual._resize_trunk(size)
+    size = data_args.input_size or model.config.vision_config.image_size
+    model.set_input_size(size)
     transform = RandomResizedCropTransform(size, scale=(data_args.crop_scale_min, 1.0))
     tokenizer = get_tokenizer()
     dataset = ImageTextManifest(

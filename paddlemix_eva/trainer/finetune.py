@@ -3,9 +3,9 @@ random erasing, mixup / cutmix with label smoothing, layer-wise learning-rate de
 points of `run_eva02_finetune_dist.py` / `run_eva02_finetune_eval.py`."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -17,8 +17,8 @@ import paddle.nn.functional as F
 from paddlemix_eva.data.augment import Mixup, build_train_transform, mixup_target
 from paddlemix_eva.data.datasets import ImageFolder
 from paddlemix_eva.tasks.evaluation import evaluate_classifier, write_report
-from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, EvalTransform
-from paddlemix_eva.trainer.base import EVATrainer, EVATrainingArguments, apply_save_epochs, check_run_arguments, seed_everything
+from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from paddlemix_eva.trainer.base import EVATrainer, EVATrainingArguments, apply_save_epochs, prepare_run, seed_everything
 from paddlemix_eva.trainer.ema import EMACallback, ModelEMA, ema_dir
 
 logger = logging.getLogger(__name__)
@@ -97,19 +97,12 @@ class FinetuneArguments(EVATrainingArguments):
 
 
 # --------------------------------------------------------------------------------------- recipe
-def vit_layer_id(name: str, num_layers: int) -> int:
-    """Depth of a parameter for layer decay: embeddings 0, block i -> i + 1, everything after the blocks L + 1."""
-    if name in ("cls_token", "mask_token", "pos_embed") or name.startswith("patch_embed."):
-        return 0
-    match = re.match(r"blocks\.(\d+)\.", name)
-    if match:
-        return int(match.group(1)) + 1
-    return num_layers + 1
-
-
-def layer_decay_scale(name: str, num_layers: int, decay: float) -> float:
-    """decay ** (L + 1 - layer_id): the head trains at the full rate, each block below it `decay` times slower."""
-    return float(decay ** (num_layers + 1 - vit_layer_id(name, num_layers)))
+def layer_decay_scales(model, decay: float) -> Dict[str, float]:
+    """decay ** (L + 1 - layer_id) per parameter, with the layer ids the model gives (`layer_ids`): the head trains
+    at the full rate, each block below it `decay` times slower."""
+    layer_ids = model.layer_ids()
+    top = max(layer_ids.values())
+    return {name: float(decay ** (top - layer_id)) for name, layer_id in layer_ids.items()}
 
 
 class ClassificationCollator:
@@ -141,6 +134,7 @@ class FinetuneTrainer(EVATrainer):
                  **kwargs):
         super().__init__(*args, **kwargs)
         self.layer_decay = float(layer_decay)
+        self._layer_scales: Optional[Dict[str, float]] = None
         self.class_names = class_names
         self.ema = ModelEMA(self.model, ema_decay) if ema_decay else None
         if self.ema is not None:
@@ -149,7 +143,9 @@ class FinetuneTrainer(EVATrainer):
     def lr_scale_for(self, name: str) -> float:
         if self.layer_decay >= 1.0:
             return 1.0
-        return layer_decay_scale(name, self.model.config.layers, self.layer_decay)
+        if self._layer_scales is None:
+            self._layer_scales = layer_decay_scales(getattr(self.model, "_layers", self.model), self.layer_decay)
+        return self._layer_scales[name]
 
     def compute_loss(self, model, inputs, return_outputs=False):
         logits = model(image=inputs["image"])
@@ -191,16 +187,20 @@ class FinetuneTrainer(EVATrainer):
 # ---------------------------------------------------------------------------------------- runners
 def load_classifier(name_or_dir: str, num_classes: int, input_size: Optional[int] = None,
                     drop_path: Optional[float] = None, pretrained_model_path: Optional[str] = None):
-    """A classifier with `num_classes` outputs from any EVA-02 checkpoint: MIM weights get a fresh `head` and
-    `fc_norm` (MIM-only keys are reported as dropped), another input size resamples `pos_embed` with a warning."""
-    from paddlemix_eva.models import EVA02VisionTransformer
+    """A classifier with `num_classes` outputs from a checkpoint of any family: a classifier as it is, a
+    pre-training checkpoint as the classifier it fine-tunes into (EVA-02 MIM -> EVA-02 ViT, MAE -> ViT) with a
+    fresh head (pre-training-only keys are reported as dropped); another input size resamples `pos_embed` with a
+    warning."""
+    from paddlemix_eva import zoo
+    from paddlemix_eva.tasks.inference import UNTYPED_MODEL
 
+    model_class = zoo.classifier_class_for(name_or_dir, untyped=UNTYPED_MODEL)
     overrides = {"num_classes": num_classes}
     if input_size:
         overrides["image_size"] = input_size
     if drop_path is not None:
         overrides["drop_path_rate"] = drop_path
-    model = EVA02VisionTransformer.from_pretrained(name_or_dir, **overrides)
+    model = model_class.from_pretrained(name_or_dir, **overrides)
     if pretrained_model_path:
         model.load_weights(pretrained_model_path)
     return model
@@ -221,7 +221,7 @@ def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataAr
 
     Other families reuse the recipe with their own `load_model(name_or_dir, num_classes, input_size, drop_path,
     pretrained_model_path)` and `trainer_class` (a `FinetuneTrainer` subclass; `trainer_kwargs` go to it)."""
-    check_run_arguments(args)
+    prepare_run(args)
     if not data_args.data_path:
         raise ValueError("--data_path (the training ImageFolder) is required")
     seed_everything(args.seed)
@@ -230,6 +230,9 @@ def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataAr
     model = load_model(model_args.model, len(probe.classes), model_args.input_size, model_args.drop_path,
                        model_args.pretrained_model_path)
     model.config.class_names = list(probe.classes)
+    # the saved model declares the evaluation preprocessing it was validated with
+    model.config.mean, model.config.std = list(data_args.image_mean), list(data_args.image_std)
+    model.config.crop_pct = float(data_args.crop_pct)
     size = model.config.image_size
     auto_augment = None if (data_args.auto_augment or "").lower() in ("", "none") else data_args.auto_augment
     train_transform = build_train_transform(
@@ -240,7 +243,7 @@ def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataAr
     train_set = ImageFolder(data_args.data_path, train_transform, on_error="substitute")
     eval_set = None
     if data_args.eval_data_path:
-        eval_transform = EvalTransform(size, data_args.crop_pct, data_args.image_mean, data_args.image_std)
+        eval_transform = model.config.preprocessing.eval_transform()
         eval_set = ImageFolder(data_args.eval_data_path, eval_transform, classes=train_set.classes)
     apply_save_epochs(args, len(train_set))
     collator = ClassificationCollator(len(train_set.classes), data_args.smoothing,
@@ -276,7 +279,8 @@ class EvalArguments:
     pretrained_model_path: Optional[str] = field(
         default=None, metadata={"help": "weights file or directory loaded on top of --model"})
     input_size: Optional[int] = field(default=None, metadata={"help": "evaluation resolution (default: the model's)"})
-    crop_pct: float = field(default=1.0, metadata={"help": "resize to size/crop_pct, then centre crop"})
+    crop_pct: Optional[float] = field(default=None, metadata={"help": "resize to size/crop_pct, then centre crop "
+                                                                      "(default: the model config's)"})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "images per batch and process"})
     dataloader_num_workers: int = field(default=2, metadata={"help": "decoding worker processes"})
     use_ema: bool = field(default=False, metadata={"help": "evaluate the EMA weights in <model>/ema"})
@@ -321,25 +325,36 @@ def run_evaluation_command(args: EvalArguments) -> Optional[Dict[str, object]]:
 
 
 def run_evaluation(model_name_or_dir: str, eval_data_path: str, batch_size: int = 64, num_workers: int = 0,
-                   input_size: Optional[int] = None, crop_pct: float = 1.0, use_ema: bool = False,
-                   report_path: Optional[str] = None, mean=CLIP_MEAN, std=CLIP_STD,
+                   input_size: Optional[int] = None, crop_pct: Optional[float] = None, use_ema: bool = False,
+                   report_path: Optional[str] = None, mean: Optional[Sequence[float]] = None,
+                   std: Optional[Sequence[float]] = None,
                    model_class: Optional[type] = None, pretrained_model_path: Optional[str] = None,
                    precision: Optional[str] = None, amp_level: str = "O1") -> Dict[str, object]:
-    """Top-1 / top-5 / per-class accuracy of a classifier (`model_class`, EVA-02 by default) on an ImageFolder,
-    every sample counted once on any number of processes; the validation classes must be the model's.
+    """Top-1 / top-5 / per-class accuracy of a classifier (of any family; `model_class` forces one) on an ImageFolder,
+    every sample counted once on any number of processes; the validation classes must be the model's. The
+    preprocessing is the model config's; `crop_pct`, `mean`, `std` override it.
     `pretrained_model_path` loads weights on top (PaddleMIX's flag); `precision` ("float16" / "bfloat16", CUDA)
     runs the forward under autocast at `amp_level`."""
-    if model_class is None:
-        from paddlemix_eva.models import EVA02VisionTransformer as model_class
-
     source = ema_dir(model_name_or_dir) if use_ema else model_name_or_dir
     if use_ema and not os.path.isdir(source):
         raise FileNotFoundError(f"--use_ema: {model_name_or_dir} has no EMA weights ({source} is missing)")
+    if model_class is None:
+        from paddlemix_eva import zoo
+        from paddlemix_eva.tasks.inference import UNTYPED_MODEL
+
+        model_class = zoo.classifier_class_for(source, untyped=UNTYPED_MODEL)
     overrides = {"image_size": input_size} if input_size else {}
     model = model_class.from_pretrained(source, **overrides)
     if pretrained_model_path:
         model.load_weights(pretrained_model_path)
-    dataset = ImageFolder(eval_data_path, EvalTransform(model.config.image_size, crop_pct, mean, std))
+    declared = model.config.preprocessing
+    preprocessing = dataclasses.replace(
+        declared,
+        crop_pct=declared.crop_pct if crop_pct is None else float(crop_pct),
+        mean=declared.mean if mean is None else tuple(mean),
+        std=declared.std if std is None else tuple(std),
+    )
+    dataset = ImageFolder(eval_data_path, preprocessing.eval_transform())
     check_label_space(model.config, dataset.classes, eval_data_path)
     metrics = evaluate_classifier(model, dataset, batch_size, num_workers, dataset.classes, precision=precision,
                                   amp_level=amp_level)

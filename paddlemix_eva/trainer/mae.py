@@ -19,7 +19,7 @@ from paddlemix_eva.trainer.base import (
     EVATrainer,
     EVATrainingArguments,
     apply_save_epochs,
-    check_run_arguments,
+    prepare_run,
     effective_batch_size,
     seed_everything,
     train_and_save,
@@ -53,9 +53,9 @@ def resolve_learning_rate(args) -> float:
     return args.learning_rate
 
 
-def prepare_run(args) -> None:
-    """Run checks (accumulation mapped first: it enters the effective batch), then the learning rate."""
-    check_run_arguments(args)
+def prepare_mae_run(args) -> None:
+    """Run checks and set-up (accumulation mapped first: it enters the effective batch), then the learning rate."""
+    prepare_run(args)
     resolve_learning_rate(args)
 
 
@@ -130,7 +130,7 @@ def run_mae_pretraining(model_args: MAEPretrainModelArguments, data_args: MAEPre
     """Build, check, train (resuming if asked), save the autoencoder, log a summary; returns (trainer, metrics)."""
     from paddlemix_eva.data.mae import MAEPretrainDataset, collate_mae
 
-    prepare_run(args)
+    prepare_mae_run(args)
     if not data_args.data_path:
         raise ValueError("--data_path is required (an image folder or a file list)")
     seed_everything(args.seed)
@@ -192,7 +192,7 @@ class MAEFinetuneArguments(FinetuneArguments):
 
 def run_mae_finetuning(model_args: MAEFinetuneModelArguments, data_args: MAEFinetuneDataArguments,
                        args: MAEFinetuneArguments):
-    prepare_run(args)
+    prepare_mae_run(args)
     loader = partial(load_mae_classifier, global_pool=model_args.global_pool)
     return run_finetuning(model_args, data_args, args, load_model=loader)
 
@@ -254,6 +254,6 @@ class LinearProbeTrainer(FinetuneTrainer):
 
 def run_mae_linear_probe(model_args: MAELinprobeModelArguments, data_args: MAELinprobeDataArguments,
                          args: MAELinprobeArguments):
-    prepare_run(args)
+    prepare_mae_run(args)
     loader = partial(load_mae_classifier, global_pool=False, linear_probe=True)
     return run_finetuning(model_args, data_args, args, load_model=loader, trainer_class=LinearProbeTrainer)

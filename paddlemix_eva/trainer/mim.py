@@ -16,7 +16,7 @@ from paddlemix_eva.trainer.base import (
     EVATrainer,
     EVATrainingArguments,
     apply_save_epochs,
-    check_run_arguments,
+    prepare_run,
     seed_everything,
     train_and_save,
 )
@@ -161,7 +161,7 @@ def _warn_ignored_parts(model_args: MIMModelArguments, config) -> None:
 
 def run_mim_pretraining(model_args: MIMModelArguments, data_args: MIMDataArguments, args: MIMPretrainArguments):
     """Build everything from parsed arguments, check it, train (resuming if asked), save, log a summary."""
-    check_run_arguments(args)
+    prepare_run(args)
     if not data_args.data_path:
         raise ValueError("--data_path is required (an image folder or a file list)")
     seed_everything(args.seed)

@@ -1,5 +1,5 @@
 """Every private Paddle / PaddleNLP API the package relies on, in one place, so a version change breaks here (and in
-tests/test_compat.py, which checks each against the pinned paddlepaddle 3.3.1 / paddlenlp 2.8.1) instead of deep
+tests/test_private_api.py, which checks each against the pinned paddlepaddle 3.3.1 / paddlenlp 2.8.1) instead of deep
 inside a training run."""
 from __future__ import annotations
 

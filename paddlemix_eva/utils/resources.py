@@ -26,3 +26,13 @@ def imagenet_classnames() -> List[str]:
     if len(names) != 1000:
         raise ValueError(f"{data_path('imagenet_classnames.txt')}: expected 1000 class names, found {len(names)}")
     return names
+
+
+#: label sets a config may name instead of listing its classes (`class_names: "imagenet-1k"`)
+LABEL_SETS = {"imagenet-1k": imagenet_classnames}
+
+
+def label_set(name: str) -> List[str]:
+    if name not in LABEL_SETS:
+        raise ValueError(f"class_names {name!r} is no built-in label set ({sorted(LABEL_SETS)}); give a list of names")
+    return list(LABEL_SETS[name]())

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 from paddlemix_eva.zoo.entry import WEIGHTS_SOURCE, ZooEntry
 
 __all__ = ["ZooEntry", "WEIGHTS_SOURCE", "register", "register_model_type", "entries", "find_entry", "get_entry",
-           "list_models", "build_config", "get_model", "model_class_for", "model_class_for_type",
+           "list_models", "build_config", "get_model", "model_class_for", "classifier_class_for", "model_class_for_type",
            "saved_model_type"]
 
 #: the family tables, in listing order
@@ -108,8 +108,7 @@ def list_models(pattern: Optional[str] = None) -> List[str]:
 
 def build_config(entry: ZooEntry, config_class=None, **overrides):
     """The entry's configuration object, with `overrides` applied (e.g. `image_size=448`, `num_classes=10`)."""
-    config_class = config_class or entry.load_class().config_class
-    return config_class(**{**entry.config, **overrides})
+    return entry.build_config(config_class, **overrides)
 
 
 def get_model(name: str, pretrained: bool = False, **overrides):
@@ -118,7 +117,7 @@ def get_model(name: str, pretrained: bool = False, **overrides):
     model_class = entry.load_class()
     if pretrained:
         return model_class.from_pretrained(entry.full_name, **overrides)
-    return model_class(build_config(entry, model_class.config_class, **overrides))
+    return model_class(entry.build_config(**overrides))
 
 
 # ----------------------------------------------------------------------------------------- model types
@@ -139,12 +138,34 @@ def model_class_for_type(model_type: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-def model_class_for(name_or_dir: str) -> type:
-    """The model class of a zoo name or a saved model directory (any family)."""
+def model_class_for(name_or_dir: str, untyped: Optional[str] = None) -> type:
+    """The model class of a zoo name or a saved model directory (any family). A config.json without a
+    `model_type` (hand-written) is read as `untyped` when given, else refused."""
     if not os.path.isdir(name_or_dir):
         return get_entry(name_or_dir).load_class()
-    model_type = saved_model_type(name_or_dir)
+    model_type = saved_model_type(name_or_dir) or untyped
+    if model_type is None:
+        raise ValueError(f"{name_or_dir}/config.json names no model_type; add one of {sorted(_model_types())}")
     try:
         return model_class_for_type(model_type)
     except ValueError as err:
         raise ValueError(f"{name_or_dir}: {err}") from None
+
+
+def classifier_class_for(name_or_dir: str, untyped: Optional[str] = None) -> type:
+    """The image-classifier class a zoo name or directory loads into for fine-tuning, evaluation or prediction:
+    its own class for a classifier, the class its pre-training model fine-tunes into (`finetunes_into`, e.g. an
+    EVA-02 MIM student into the EVA-02 classifier), else a ValueError that says why."""
+    model_class = model_class_for(name_or_dir, untyped)
+    if getattr(model_class, "is_classifier", False):
+        return model_class
+    target = getattr(model_class, "finetunes_into", None)
+    if target is None:
+        raise ValueError(f"{name_or_dir} is a {model_class.__name__}, which is not an image classifier and does not "
+                         "fine-tune into one")
+    return model_class_for_type(target)
+
+
+def _model_types() -> List[str]:
+    _ensure_tables()
+    return list(_MODEL_TYPES)

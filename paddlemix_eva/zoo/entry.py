@@ -13,14 +13,13 @@ from typing import Any, Mapping, Optional
 #: `ZooEntry.extra` key of entries without published Paddle weights: the PyTorch file (or model) the user converts
 #: them from ("" for an architecture upstream released no weights for)
 WEIGHTS_SOURCE = "weights_source"
-#: the preprocessing keys every model config carries (see `paddlemix_eva.data.transforms.Preprocessing`)
-PREPROCESSING_KEYS = ("mean", "std", "crop_pct", "interpolation")
 
 
 @dataclass(frozen=True)
 class ZooEntry:
     """A published model. `config` holds the config class's fields, the preprocessing ones (mean, std, crop_pct,
-    interpolation) and `class_names` (a list, a built-in label set such as "imagenet-1k", or None) included."""
+    interpolation; a joint model's inside its image tower's fields) and, for classifiers, `class_names` (a list,
+    a built-in label set such as "imagenet-1k", or None for label ids) included."""
 
     full_name: str  # e.g. "paddlemix/EVA/EVA02/eva02_Ti_pt_in21k_ft_in1k_p14"
     model_class: str  # dotted path of the PretrainedModel subclass
@@ -37,9 +36,24 @@ class ZooEntry:
         return self.full_name.rsplit("/", 1)[-1]
 
     @property
-    def preprocessing(self) -> Mapping[str, Any]:
-        return {key: self.config[key] for key in PREPROCESSING_KEYS if key in self.config}
+    def class_names(self):
+        return self.config.get("class_names")
 
     def load_class(self):
         module, _, cls = self.model_class.rpartition(".")
         return getattr(importlib.import_module(module), cls)
+
+    def build_config(self, config_class=None, **overrides):
+        """The entry's configuration object (of `config_class`, by default its model's), with `overrides` applied
+        before construction (`image_size=448`; `num_classes=10`: a new head drops the old head's class names)."""
+        config_class = config_class or self.load_class().config_class
+        from_fields = getattr(config_class, "from_fields", None)
+        if from_fields is not None:
+            return from_fields(self.config, overrides)
+        return config_class(**{**self.config, **overrides})
+
+    @property
+    def preprocessing(self):
+        """How images are prepared for this model (`paddlemix_eva.data.transforms.Preprocessing`), read from its
+        config (builds the config, not the model)."""
+        return self.build_config().preprocessing

@@ -8,8 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from paddlenlp.transformers import PretrainedConfig
-
+from paddlemix_eva.models.configuration_utils import ImageClassifierConfig
 from paddlemix_eva.models.trunk import TrunkSpec, ViTShapeMixin
 
 # PaddleMIX config fields for features no released EVA-02 uses; refused when switched on rather than ignored.
@@ -26,11 +25,11 @@ _UNSUPPORTED_FLAGS = (
 MIM_MODEL_TYPE = "eva02_vit_pretrain"
 
 
-class EVA02VisionTransformerConfig(ViTShapeMixin, PretrainedConfig):
-    """EVA-02 classifier: mean of patch tokens -> `fc_norm` -> `head` (or cls token after `norm`)."""
+class EVA02VisionTransformerConfig(ViTShapeMixin, ImageClassifierConfig):
+    """EVA-02 classifier: mean of patch tokens -> `fc_norm` -> `head` (or cls token after `norm`). Evaluation
+    preprocessing defaults to EVA-02's (CLIP mean / std, no crop margin, bicubic)."""
 
     model_type = "eva02_vit_finetune"
-    attribute_map = {}  # keep `num_classes` a plain field (PaddleNLP maps it to `num_labels` by default)
 
     def __init__(
         self,

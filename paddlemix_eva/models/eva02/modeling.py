@@ -55,12 +55,6 @@ class EVA02PretrainedModel(ViTTrunkMixin, EVAPretrainedModel):
         """All tokens [B, 1 + N, D] after the last block (before any final norm)."""
         return self._forward_blocks(self._embed(image, bool_masked_pos), recompute=self.config.enable_recompute)
 
-    def set_input_size(self, image_size: int) -> None:
-        """Rebuild for another input size: pos_embed bicubic-resampled (no antialias), RoPE tables rebuilt."""
-        if image_size != self.config.image_size:
-            self._resize_trunk(image_size)
-            self.config.image_size = image_size
-
     @classmethod
     def adapt_state_dict(
         cls, state_dict: Dict[str, np.ndarray], config: EVA02VisionTransformerConfig, source: str
@@ -132,6 +126,7 @@ class EVA02VisionTransformerForMIM(EVA02PretrainedModel):
     """EVA-02 masked-image-modeling student: predicts teacher features at masked patches."""
 
     config_class = EVA02VisionTransformerForMIMConfig
+    finetunes_into = "eva02_vit_finetune"
     stop_grad_conv1_scale = 0.1
     _optional_checkpoint_keys = (r"^lm_head\.",)
     _dropped_checkpoint_keys = (r"^head\.", r"^fc_norm\.")

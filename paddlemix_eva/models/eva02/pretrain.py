@@ -42,6 +42,13 @@ class EVA02ForPretrainConfig(PretrainedConfig):
         self.teacher_config = teacher_config
         self.student_config = student_config if student_config is not None else {}
 
+    @property
+    def preprocessing(self):
+        """The student's: what the pre-training images are normalised with (the teacher gets its own)."""
+        student = self.student_config
+        config = EVA02VisionTransformerForMIMConfig(**student) if isinstance(student, dict) else _mim_config(student)
+        return config.preprocessing
+
 
 class MIMTeacher(nn.Layer):
     """The frozen image tower of an EVA-CLIP (`visual`), returning per-patch features [B, N, embed_dim]."""
@@ -96,6 +103,7 @@ class EVA02ForPretrain(EVAPretrainedModel):
     """Teacher + student for EVA-02 MIM pre-training; `forward(samples, image, bool_masked_pos)` -> loss dict."""
 
     config_class = EVA02ForPretrainConfig
+    finetunes_into = "eva02_vit_finetune"
     base_model_prefix = "eva02_for_pretrain"
     #: a PaddleMIX composite checkpoint holds the whole EVA-CLIP teacher; only its image tower is used
     _dropped_checkpoint_keys = (r"^teacher\.text\.", r"^teacher\.logit_scale$")

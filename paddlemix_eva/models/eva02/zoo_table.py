@@ -3,6 +3,7 @@
 Published top-1 is ImageNet-1K val from the EVA-02 paper / README. MIM checkpoints are 224 px students whose
 `lm_head` predicts the 1024-d features of the EVA-CLIP g/14 teacher.
 """
+from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD
 from paddlemix_eva.zoo.entry import ZooEntry
 
 PREFIX = "paddlemix/EVA/EVA02/"
@@ -19,11 +20,13 @@ SIZES = {
     "L": dict(embed_dim=1024, layers=24, num_heads=16, swiglu=False, naiveswiglu=True, subln=True),
 }
 COMMON = dict(mlp_ratio=2.6667, qkv_bias=True, rope=True, pt_hw_seq_len=16, intp_freq=True, in_chans=3)
+#: upstream's evaluation preprocessing at every stage: CLIP mean / std, resize to the crop size, bicubic
+PREPROCESSING = dict(mean=list(CLIP_MEAN), std=list(CLIP_STD), crop_pct=1.0, interpolation="bicubic")
 FINETUNE_SIZE = {"Ti": 336, "S": 336, "B": 448, "L": 448}
 
 
 def eva02_config(size: str, image_size: int, patch_size: int = 14, **fields) -> dict:
-    return {**COMMON, **SIZES[size], "image_size": image_size, "patch_size": patch_size, **fields}
+    return {**COMMON, **SIZES[size], **PREPROCESSING, "image_size": image_size, "patch_size": patch_size, **fields}
 
 
 def _mim(name: str, size: str, patch_size: int = 14, notes: str = "") -> ZooEntry:
@@ -32,7 +35,9 @@ def _mim(name: str, size: str, patch_size: int = 14, notes: str = "") -> ZooEntr
 
 
 def _classifier(name: str, size: str, num_classes: int, top1=None, notes: str = "") -> ZooEntry:
-    config = eva02_config(size, FINETUNE_SIZE[size], num_classes=num_classes, use_mean_pooling=True)
+    labels = "imagenet-1k" if num_classes == 1000 else None  # no IN-21K names ship: those heads print label ids
+    config = eva02_config(size, FINETUNE_SIZE[size], num_classes=num_classes, use_mean_pooling=True,
+                          class_names=labels)
     return ZooEntry(PREFIX + name, CLASSIFIER, config, task="classification", input_size=config["image_size"],
                     patch_size=config["patch_size"], top1=top1, notes=notes)
 

@@ -11,6 +11,8 @@ from typing import Any, Dict, Optional, Union
 
 from paddlenlp.transformers import PretrainedConfig
 
+from paddlemix_eva.data.transforms import Preprocessing
+from paddlemix_eva.models.configuration_utils import ImageConfig
 from paddlemix_eva.models.trunk import PatchGrid, TrunkSpec, check_patch_grid
 
 logger = logging.getLogger(__name__)
@@ -29,11 +31,11 @@ def _refuse(config: PretrainedConfig, flags) -> None:
             )
 
 
-class EVACLIPVisionConfig(PatchGrid, PretrainedConfig):
-    """EVA-CLIP image tower: EVA-02 style (RoPE, SwiGLU + sub-LN, `inner_attn_ln`) or EVA-01 style (GELU MLP)."""
+class EVACLIPVisionConfig(PatchGrid, ImageConfig):
+    """EVA-CLIP image tower: EVA-02 style (RoPE, SwiGLU + sub-LN, `inner_attn_ln`) or EVA-01 style (GELU MLP).
+    Preprocessing defaults to CLIP's (mean / std, resize the shorter side and centre-crop, bicubic)."""
 
     model_type = "evavision_transformer"
-    attribute_map = {}
 
     def __init__(
         self,
@@ -92,7 +94,10 @@ class EVACLIPVisionConfig(PatchGrid, PretrainedConfig):
             )
         if width % head_width:
             raise ValueError(f"width {width} is not divisible by head_width {head_width}")
-        check_patch_grid(image_size, patch_size)
+        self.validate()
+
+    def validate(self) -> None:
+        check_patch_grid(self.image_size, self.patch_size)
 
     @property
     def num_heads(self) -> int:
@@ -162,7 +167,8 @@ def _as_dict(cfg: Union[None, Dict[str, Any], PretrainedConfig]) -> Dict[str, An
     if cfg is None:
         return {}
     if isinstance(cfg, PretrainedConfig):
-        return {k: v for k, v in cfg.to_dict().items() if k not in ("model_type", "architectures")}
+        return {k: v for k, v in cfg.to_diff_dict().items() if k not in ("model_type", "architectures",
+                                                                         "paddlenlp_version", "dtype")}
     return dict(cfg)
 
 
@@ -191,6 +197,10 @@ class EVACLIPConfig(PretrainedConfig):
     `vision_config` / `text_config` (PaddleMIX's `to_dict` emits both; `*_cfg` wins, as in PaddleMIX), with
     `embed_dim` inside the tower dicts and no top-level `embed_dim`. PaddleMIX's `fusedlinear` / `flash_attn`
     switches pick kernels, not numbers; they are kept as plain fields.
+
+    The towers' configs are held as objects (`vision_config`, `text_config`), the ones the towers are built
+    with: a change to a tower (e.g. `set_input_size`) is what the joint config saves. `vision_cfg` / `text_cfg`
+    are their dicts, written to config.json under both of PaddleMIX's names.
     """
 
     model_type = "evaclip"
@@ -207,19 +217,33 @@ class EVACLIPConfig(PretrainedConfig):
         text = _tower_dict("text", text_cfg, kwargs.pop("text_config", None))
         super().__init__(**kwargs)
         self.embed_dim = joint_embed_dim(embed_dim, vision, text)
-        self.vision_cfg = {**vision, "embed_dim": self.embed_dim}
-        self.text_cfg = {**text, "embed_dim": self.embed_dim}
-        # parse now so a bad config fails at construction, not at first use
-        self.vision_config
-        self.text_config
+        # parsed now, so a bad config fails at construction, not at first use
+        self.vision_config = EVACLIPVisionConfig(**{**vision, "embed_dim": self.embed_dim})
+        self.text_config = EVACLIPTextConfig(**{**text, "embed_dim": self.embed_dim})
 
     @property
-    def vision_config(self) -> EVACLIPVisionConfig:
-        return EVACLIPVisionConfig(**self.vision_cfg)
+    def vision_cfg(self) -> Dict[str, Any]:
+        return _as_dict(self.vision_config)
 
     @property
-    def text_config(self) -> EVACLIPTextConfig:
-        return EVACLIPTextConfig(**self.text_cfg)
+    def text_cfg(self) -> Dict[str, Any]:
+        return _as_dict(self.text_config)
+
+    @property
+    def image_size(self) -> int:
+        return self.vision_config.image_size
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.vision_config.preprocessing
+
+    def to_dict(self) -> Dict[str, Any]:
+        output = super().to_dict()
+        for tower in ("vision", "text"):
+            output.pop(f"{tower}_config")
+            output[f"{tower}_cfg"] = getattr(self, f"{tower}_cfg")
+            output[f"{tower}_config"] = getattr(self, f"{tower}_cfg")
+        return output
 
 
 def _tower_dict(tower: str, cfg, alias) -> Dict[str, Any]:

@@ -135,6 +135,8 @@ class EVACLIP(EVAPretrainedModel):
     the logits `exp(logit_scale) * image @ text.T` with the learned scale clamped at 100."""
 
     config_class = EVACLIPConfig
+    #: turns into a classifier over any class names (`paddlemix_eva.tasks.zeroshot.zero_shot_classifier`)
+    is_zero_shot_classifier = True
     base_model_prefix = "evaclip"
     _optional_checkpoint_keys = ()
     _dropped_checkpoint_keys = ()
@@ -152,6 +154,11 @@ class EVACLIP(EVAPretrainedModel):
         self.visual.init_parameters()
         self.text.init_parameters()
         nn.initializer.Constant(math.log(1 / 0.07))(self.logit_scale)
+
+    def set_input_size(self, image_size: int) -> None:
+        """The vision tower rebuilt for another input size (see `ViTTrunkMixin.set_input_size`); the joint config
+        holds the tower's config, so it saves the new size."""
+        self.visual.set_input_size(image_size)
 
     def no_weight_decay(self):
         return ["logit_scale", "visual.pos_embed", "visual.cls_token", "text.positional_embedding"]

@@ -1,4 +1,5 @@
 """The published EVA-CLIP models (PaddleMIX names). Zero-shot top-1 is ImageNet-1K from the EVA-CLIP README."""
+from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD
 from paddlemix_eva.zoo.entry import ZooEntry
 
 PREFIX = "paddlemix/EVA/"
@@ -16,12 +17,16 @@ BIGE_VISION = dict(image_size=224, patch_size=14, width=1792, layers=64, head_wi
                    qkv_bias=True, rope=False, naiveswiglu=False, subln=False, postnorm=True, use_mean_pooling=False)
 
 
+#: open_clip's evaluation preprocessing for every EVA-CLIP: CLIP mean / std, resize to the crop size, bicubic
+PREPROCESSING = dict(mean=list(CLIP_MEAN), std=list(CLIP_STD), crop_pct=1.0, interpolation="bicubic")
+
+
 def _text(width: int, heads: int, layers: int) -> dict:
     return dict(context_length=77, vocab_size=49408, width=width, heads=heads, layers=layers)
 
 
 def _clip(name: str, embed_dim: int, vision: dict, text: dict, top1: float, notes: str = "") -> ZooEntry:
-    config = {"embed_dim": embed_dim, "vision_cfg": vision, "text_cfg": text}
+    config = {"embed_dim": embed_dim, "vision_cfg": {**PREPROCESSING, **vision}, "text_cfg": text}
     return ZooEntry(PREFIX + name, EVACLIP, config, task="clip", input_size=vision["image_size"],
                     patch_size=vision["patch_size"], top1=top1, notes=notes)
 

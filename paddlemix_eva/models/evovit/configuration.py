@@ -8,9 +8,7 @@ from __future__ import annotations
 import math
 from typing import List, Sequence
 
-from paddlenlp.transformers import PretrainedConfig
-
-from paddlemix_eva.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from paddlemix_eva.models.configuration_utils import IMAGENET_PREPROCESSING, ImageClassifierConfig
 from paddlemix_eva.models.trunk import TrunkSpec, ViTShapeMixin
 
 #: per-layer score blend t of Evo-DeiT (g <- (1 - t) g + t cls_attn); the same list for every size
@@ -22,24 +20,19 @@ def kept_tokens(num_tokens: int, ratio: float) -> int:
     return int(math.floor(num_tokens * ratio))
 
 
-class _ImageClassifierConfig(PretrainedConfig):
-    """Fields every Evo classifier shares: input, classes, evaluation preprocessing."""
+class _EvoClassifierConfig(ImageClassifierConfig):
+    """Fields every Evo classifier shares: input, classes; DeiT's evaluation preprocessing."""
 
-    attribute_map = {}  # keep `num_classes` a plain field (PaddleNLP maps it to `num_labels` by default)
+    preprocessing_defaults = IMAGENET_PREPROCESSING
 
-    def _set_common(self, image_size, in_chans, num_classes, drop_path_rate, mean, std, crop_pct) -> None:
+    def _set_common(self, image_size, in_chans, num_classes, drop_path_rate) -> None:
         self.image_size = int(image_size)
         self.in_chans = int(in_chans)
         self.num_classes = int(num_classes)
         self.drop_path_rate = float(drop_path_rate)
-        self.mean = list(mean)
-        self.std = list(std)
-        self.crop_pct = float(crop_pct)
-        if not 0 < self.crop_pct <= 1:
-            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
 
 
-class EvoDeiTConfig(ViTShapeMixin, _ImageClassifierConfig):
+class EvoDeiTConfig(ViTShapeMixin, _EvoClassifierConfig):
     """Evo-DeiT: a DeiT (pre-norm ViT, GELU MLP, q/k/v with bias, LN eps 1e-6) whose layers from the first stage
     start on see only cls plus the `keep_ratio` share of patch tokens with the highest global class attention.
 
@@ -68,14 +61,11 @@ class EvoDeiTConfig(ViTShapeMixin, _ImageClassifierConfig):
         stage_starts: Sequence[int] = (4, 8),
         tradeoffs: Sequence[float] = DEIT_TRADEOFFS,
         cls_head: bool = True,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        crop_pct: float = 0.875,
         **kwargs,
     ):
         kwargs.setdefault("return_dict", True)
         super().__init__(**kwargs)
-        self._set_common(image_size, in_chans, num_classes, drop_path_rate, mean, std, crop_pct)
+        self._set_common(image_size, in_chans, num_classes, drop_path_rate)
         self.patch_size = int(patch_size)
         self.embed_dim = int(embed_dim)
         self.layers = int(layers)
@@ -125,7 +115,7 @@ class EvoDeiTConfig(ViTShapeMixin, _ImageClassifierConfig):
             raise ValueError(f"keep_ratio {self.keep_ratio} keeps no token of {self.num_patches}")
 
 
-class EvoLeViTConfig(_ImageClassifierConfig):
+class EvoLeViTConfig(_EvoClassifierConfig):
     """Evo-LeViT: LeViT (conv stem, three stages of attention + MLP residuals with BatchNorm'd Linears, attention
     subsampling between stages) with a cls token and absolute position embeddings instead of attention biases.
 
@@ -152,14 +142,11 @@ class EvoLeViTConfig(_ImageClassifierConfig):
         prune_ratios: Sequence[float] = (1.0, 1.0) + (0.5,) * 7,
         drop_path_rate: float = 0.0,
         distillation: bool = True,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        crop_pct: float = 0.875,
         **kwargs,
     ):
         kwargs.setdefault("return_dict", True)
         super().__init__(**kwargs)
-        self._set_common(image_size, in_chans, num_classes, drop_path_rate, mean, std, crop_pct)
+        self._set_common(image_size, in_chans, num_classes, drop_path_rate)
         self.embed_dims = [int(c) for c in embed_dims]
         self.key_dim = int(key_dim)
         self.num_heads = [int(h) for h in num_heads]
@@ -222,12 +209,12 @@ class EvoLeViTConfig(_ImageClassifierConfig):
             raise ValueError(f"embed_dims[0] {self.embed_dims[0]} must be divisible by 8 (the stem's widths)")
 
 
-class RegNetConfig(PretrainedConfig):
+class RegNetConfig(ImageClassifierConfig):
     """RegNetY (Radosavovic et al., 2020) as timm builds it: stem conv 3x3/2, stages of bottlenecks with grouped
     3x3 convs and squeeze-excitation, average pool, Linear head. Defaults are timm's `regnety_160`."""
 
     model_type = "regnety"
-    attribute_map = {}
+    preprocessing_defaults = IMAGENET_PREPROCESSING
 
     def __init__(
         self,
@@ -239,9 +226,6 @@ class RegNetConfig(PretrainedConfig):
         depths: Sequence[int] = (2, 4, 11, 1),
         group_width: int = 112,
         se_ratio: float = 0.25,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        crop_pct: float = 0.875,
         **kwargs,
     ):
         kwargs.setdefault("return_dict", True)
@@ -254,9 +238,6 @@ class RegNetConfig(PretrainedConfig):
         self.depths = [int(d) for d in depths]
         self.group_width = int(group_width)
         self.se_ratio = float(se_ratio)
-        self.mean = list(mean)
-        self.std = list(std)
-        self.crop_pct = float(crop_pct)
         if len(self.widths) != len(self.depths):
             raise ValueError(f"widths {self.widths} and depths {self.depths} must have one entry per stage")
         if any(w % self.group_width for w in self.widths):

@@ -174,13 +174,6 @@ class EvoDeiT(ConvertedWeightsMixin, ViTTrunkMixin, EVAPretrainedModel):
         return self.forward_head(self.forward_features(image))
 
     # ------------------------------------------------------------------------------- loading
-    def set_input_size(self, image_size: int) -> None:
-        """Rebuild for another input size: pos_embed bicubic-resampled, kept count follows the new grid."""
-        if image_size != self.config.image_size:
-            self._resize_trunk(image_size)
-            self.config.image_size = image_size
-            self.config.validate()
-
     @classmethod
     def adapt_state_dict(cls, state_dict: Dict[str, np.ndarray], config: EvoDeiTConfig, source: str):
         """A pos_embed for another grid is resampled bicubically (the 384 px models start from 224 px ones)."""

@@ -117,5 +117,12 @@ class RegNet(ConvertedWeightsMixin, EVAPretrainedModel):
                 x = block(x)
         return x
 
+    def extract_feat(self, image: paddle.Tensor, patch_tokens: bool = False) -> paddle.Tensor:
+        """Pooled features [B, C] (what `head.fc` sees), or the last stage's feature map as tokens [B, H * W, C]."""
+        features = self.forward_features(image)
+        if patch_tokens:
+            return features.flatten(2).transpose([0, 2, 1])
+        return features.mean(axis=[2, 3])
+
     def forward(self, image: paddle.Tensor) -> paddle.Tensor:
         return self.head(self.forward_features(image))

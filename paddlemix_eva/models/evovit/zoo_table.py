@@ -5,6 +5,7 @@ distillation from RegNetY-160). Upstream publishes PyTorch files only: convert t
 `paddlemix-eva convert FILE --format official --model NAME --out DIR` (the teacher: timm's `regnety_160` file,
 `--format timm`). The `_384` models only change the input size.
 """
+from paddlemix_eva.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from paddlemix_eva.zoo.entry import WEIGHTS_SOURCE, ZooEntry
 
 PREFIX = "paddlemix/EvoViT/"
@@ -26,15 +27,20 @@ LEVIT_SIZES = {
     "256": dict(embed_dims=(256, 384, 512), key_dim=32, num_heads=(4, 6, 8), depths=(4, 4, 4), drop_path_rate=0.0),
     "384": dict(embed_dims=(384, 512, 768), key_dim=32, num_heads=(6, 9, 12), depths=(4, 4, 4), drop_path_rate=0.1),
 }
+#: DeiT's evaluation preprocessing (Evo-ViT and the RegNet teacher use it): ImageNet mean / std, 0.875 crop, bicubic;
+#: every model here is an ImageNet-1K classifier
+IMAGENET_CLASSIFIER = dict(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), crop_pct=0.875, interpolation="bicubic",
+                           class_names="imagenet-1k")
 OFFICIAL = "official Evo-ViT release (PyTorch; convert with --format official)"
 
 
 def deit_config(size: str, image_size: int = 224, **fields) -> dict:
-    return {**DEIT_SIZES[size], "image_size": image_size, "patch_size": 16, "layers": 12, **fields}
+    return {**DEIT_SIZES[size], **IMAGENET_CLASSIFIER, "image_size": image_size, "patch_size": 16, "layers": 12,
+            **fields}
 
 
 def levit_config(size: str, image_size: int = 224, **fields) -> dict:
-    config = {**LEVIT_SIZES[size], "image_size": image_size}
+    config = {**LEVIT_SIZES[size], **IMAGENET_CLASSIFIER, "image_size": image_size}
     blocks = sum(config["depths"])
     return {**config, "prune_ratios": (1.0, 1.0) + (0.5,) * (blocks - 2), **fields}
 
@@ -49,8 +55,8 @@ def _deit(size: str, image_size: int, top1=None, notes: str = "") -> ZooEntry:
 def _levit(size: str, image_size: int, top1=None) -> ZooEntry:
     suffix = "" if image_size == 224 else "_384"
     return ZooEntry(PREFIX + f"evo_levit_{size}{suffix}", EVO_LEVIT, levit_config(size, image_size),
-                    task="classification", input_size=image_size, patch_size=16, top1=top1, notes="hard distillation from RegNetY-160 (LeViT recipe)",
-                    extra={WEIGHTS_SOURCE: OFFICIAL})
+                    task="classification", input_size=image_size, patch_size=16, top1=top1,
+                    notes="hard distillation from RegNetY-160 (LeViT recipe)", extra={WEIGHTS_SOURCE: OFFICIAL})
 
 
 ENTRIES = [
@@ -66,7 +72,7 @@ ENTRIES = [
     _levit("384", 224, top1=80.7),
     _levit("256", 384, top1=81.1),
     _levit("384", 384, top1=82.2),
-    ZooEntry(PREFIX + "regnety_160", REGNET, {"image_size": 224}, task="classification", input_size=224,
+    ZooEntry(PREFIX + "regnety_160", REGNET, {**IMAGENET_CLASSIFIER, "image_size": 224}, task="classification", input_size=224,
              notes="DeiT's distillation teacher (timm `regnety_160`, convert with --format timm)",
              extra={WEIGHTS_SOURCE: "timm regnety_160 (PyTorch; convert with --format timm)"}),
 ]

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Sequence
 
-from paddlenlp.transformers import PretrainedConfig
-
-from paddlemix_eva.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from paddlemix_eva.models.configuration_utils import IMAGENET_PREPROCESSING, ImageClassifierConfig
 from paddlemix_eva.models.trunk import TrunkSpec, ViTShapeMixin
 from paddlemix_eva.models.mae.masking import check_mask_ratio, num_kept_tokens
 
@@ -18,16 +15,16 @@ logger = logging.getLogger(__name__)
 PRETRAINING_ONLY_FIELDS = ("decoder_embed_dim", "decoder_layers", "decoder_num_heads", "mask_ratio", "norm_pix_loss")
 
 
-class MAEVisionTransformerConfig(ViTShapeMixin, PretrainedConfig):
+class MAEVisionTransformerConfig(ViTShapeMixin, ImageClassifierConfig):
     """Plain pre-norm ViT (GELU MLP, qkv with bias, LayerNorm eps 1e-6, learnable pos_embed).
 
     Pooling: `global_pool` averages the patch tokens and applies `fc_norm` (the fine-tuning recipe), otherwise the
     cls token after the final `norm`. `linear_probe` puts a BatchNorm without affine parameters before `head`.
-    `mean`/`std`/`crop_pct` are the evaluation preprocessing (resize to image_size / crop_pct, centre crop).
+    Evaluation preprocessing defaults to MAE's: ImageNet mean / std, 0.875 centre crop, bicubic.
     """
 
     model_type = "mae_vit"
-    attribute_map = {}  # keep `num_classes` a plain field (PaddleNLP maps it to `num_labels` by default)
+    preprocessing_defaults = IMAGENET_PREPROCESSING
 
     def __init__(
         self,
@@ -45,9 +42,6 @@ class MAEVisionTransformerConfig(ViTShapeMixin, PretrainedConfig):
         global_pool: bool = True,
         linear_probe: bool = False,
         head_init_std: float = 2e-5,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        crop_pct: float = 0.875,
         **kwargs,
     ):
         dropped = sorted(k for k in PRETRAINING_ONLY_FIELDS if kwargs.pop(k, None) is not None)
@@ -69,9 +63,6 @@ class MAEVisionTransformerConfig(ViTShapeMixin, PretrainedConfig):
         self.global_pool = global_pool
         self.linear_probe = linear_probe
         self.head_init_std = head_init_std
-        self.mean = list(mean)
-        self.std = list(std)
-        self.crop_pct = crop_pct
         self.validate()
 
     @property
@@ -84,8 +75,6 @@ class MAEVisionTransformerConfig(ViTShapeMixin, PretrainedConfig):
 
     def validate(self) -> None:
         self.check_vit_shape()
-        if not 0 < self.crop_pct <= 1:
-            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
 
 
 class MAEConfig(MAEVisionTransformerConfig):

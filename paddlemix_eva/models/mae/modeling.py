@@ -106,12 +106,6 @@ class MAEVisionTransformer(MAEPretrainedModel):
         for name, param in self.named_parameters():
             param.stop_gradient = not name.startswith("head.")
 
-    def set_input_size(self, image_size: int) -> None:
-        """Rebuild for another input size: pos_embed bicubic-resampled (no antialias)."""
-        if image_size != self.config.image_size:
-            self._resize_trunk(image_size)
-            self.config.image_size = image_size
-
     def forward_features(self, image: paddle.Tensor) -> paddle.Tensor:
         """All tokens [B, 1 + N, D] after the last block (before the pooling norm)."""
         return self._forward_blocks(self._tokens(self._encode_patches(image)), recompute=self.enable_recompute)
@@ -160,6 +154,7 @@ class MAEForPretraining(MAEPretrainedModel):
     fills the removed ones with a shared `mask_token` and predicts their pixels."""
 
     config_class = MAEConfig
+    finetunes_into = "mae_vit"
     _dropped_checkpoint_keys = (r"^fc_norm\.", r"^head\.", r"^head_norm\.")
 
     def __init__(self, config: MAEConfig):

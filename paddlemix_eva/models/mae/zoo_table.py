@@ -4,6 +4,7 @@ Upstream publishes PyTorch files only, so every entry with weights names the off
 (`paddlemix-eva convert FILE --format official --model NAME --out DIR`); top-1 is the MAE README's ImageNet-1K
 fine-tuning result, linear-probe accuracies (paper, TF/TPU) are in the notes.
 """
+from paddlemix_eva.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from paddlemix_eva.zoo.entry import WEIGHTS_SOURCE, ZooEntry
 
 PREFIX = "paddlemix/MAE/"
@@ -20,6 +21,8 @@ SIZES = {
     "test": dict(image_size=32, patch_size=8, embed_dim=128, layers=2, num_heads=2, decoder_embed_dim=64,
                  decoder_layers=1, decoder_num_heads=2),
 }
+#: MAE's evaluation preprocessing: ImageNet mean / std, resize to 256 and centre-crop 224, bicubic
+PREPROCESSING = dict(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), crop_pct=0.875, interpolation="bicubic")
 DECODER = dict(decoder_embed_dim=512, decoder_layers=8, decoder_num_heads=16)
 ENCODER_ONLY = ("decoder_embed_dim", "decoder_layers", "decoder_num_heads")
 PATCH = {"base": 16, "large": 16, "huge": 14}
@@ -27,7 +30,7 @@ PATCH = {"base": 16, "large": 16, "huge": 14}
 
 def mae_config(size: str, **fields) -> dict:
     """Config fields of the pre-training model of `size` (base / large / huge / test), with overrides."""
-    return {**DECODER, "mlp_ratio": 4.0, **SIZES[size], **fields}
+    return {**DECODER, "mlp_ratio": 4.0, **PREPROCESSING, **SIZES[size], **fields}
 
 
 def classifier_config(size: str, **fields) -> dict:
@@ -53,7 +56,8 @@ ENTRIES = [
              "mae-encoder", f"mae_pretrain_vit_{size}.pth", notes=f"1600-epoch encoder; linear probe {probe} %")
       for size, probe in (("base", 68.0), ("large", 75.8), ("huge", 76.6))],
     # fine-tuned on ImageNet-1K (global average pooling + fc_norm)
-    *[_entry(f"mae_finetuned_vit_{size}", CLASSIFIER, classifier_config(size, num_classes=1000, global_pool=True),
+    *[_entry(f"mae_finetuned_vit_{size}", CLASSIFIER, classifier_config(size, num_classes=1000, global_pool=True,
+                                                                               class_names="imagenet-1k"),
              "classification", f"mae_finetuned_vit_{size}.pth", top1=top1)
       for size, top1 in (("base", 83.6), ("large", 85.9), ("huge", 86.9))],
 ]
