@@ -26,24 +26,34 @@ logger = logging.getLogger(__name__)
 __all__ = ["FORMATS", "convert_checkpoint", "convert_state_dict"]
 
 
-#: Converters of the other model families, tried before the EVA-02 / EVA-CLIP rules. Each module defines
-#: `detect(state) -> bool` (is this checkpoint mine?) and `convert(state, fmt, source) -> (model_class, config,
-#: state)` with the state in the family's Paddle layout.
-FAMILY_CONVERTERS = ("paddlemix_eva.models.mae.convert", "paddlemix_eva.models.evovit.convert")
+#: The families' converters, tried in this order; the first whose `detect(state)` says the checkpoint is its own
+#: converts it. Each module (`models/<family>/convert.py`) defines `detect(state) -> bool` and
+#: `convert(state, fmt, source) -> (model_class, config, state)` with the state in the family's Paddle layout; a
+#: family with a patch-14 -> 16 transform also defines `p14_to_p16(state, config) -> config`. EVA-02 comes last:
+#: its plain-ViT layout is what remains.
+FAMILY_CONVERTERS = (
+    "paddlemix_eva.models.mae.convert",
+    "paddlemix_eva.models.evovit.convert",
+    "paddlemix_eva.models.evaclip.convert",
+    "paddlemix_eva.models.eva02.convert",
+)
 
 
-def _family_converter(state: StateDict):
+def family_converter(state: StateDict, source: str = "checkpoint"):
+    """The converter module of the family a checkpoint belongs to."""
     import importlib
 
     for name in FAMILY_CONVERTERS:
         module = importlib.import_module(name)
         if module.detect(state):
             return module
-    return None
+    raise CheckpointError(f"{source}: no model family recognises this checkpoint ({len(state)} tensors, keys such as "
+                          f"{sorted(state)[:3]})")
 
 
-def convert_state_dict(state: StateDict, fmt: str, source: str = "checkpoint") -> StateDict:
-    """Map a checkpoint's keys and layouts to PaddleMIX names (no architecture checks)."""
+def check_format(state: StateDict, fmt: str, source: str = "checkpoint") -> None:
+    """Refuse a --format the keys contradict (the EVA-02 / EVA-CLIP layouts tell official, timm, open_clip and
+    PaddleMIX apart)."""
     guessed = detect_format(state)
     if fmt == "paddlemix" and guessed != "paddlemix":
         raise CheckpointError(f"{source} looks like a {guessed!r} checkpoint, not PaddleMIX; use --format {guessed}")
@@ -51,6 +61,11 @@ def convert_state_dict(state: StateDict, fmt: str, source: str = "checkpoint") -
     if proven is not None and proven != fmt:
         raise CheckpointError(f"{source} is a {proven!r} checkpoint (its keys say so), not {fmt!r}; use --format "
                               f"{proven}")
+
+
+def convert_state_dict(state: StateDict, fmt: str, source: str = "checkpoint") -> StateDict:
+    """Map an EVA-02 / EVA-CLIP checkpoint's keys and layouts to PaddleMIX names (no architecture checks)."""
+    check_format(state, fmt, source)
     if is_clip_state_dict(state):
         return clip_to_paddlemix(state, fmt)
     return vision_to_paddlemix(state, fmt)
@@ -69,33 +84,21 @@ def convert_checkpoint(
     is inferred from tensor shapes. `p14to16` additionally turns a patch-14 model into its patch-16 variant.
     """
     from paddlemix_eva import zoo
-    from paddlemix_eva.models.eva02.convert import infer_eva02, p14_to_p16
-    from paddlemix_eva.models.eva02 import EVA02VisionTransformer, EVA02VisionTransformerForMIM
-    from paddlemix_eva.models.evaclip.convert import infer_evaclip
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown --format {fmt!r}; expected one of {FORMATS}")
     source = src if isinstance(src, str) else "state dict"
     state = read_state_dict(src) if isinstance(src, str) else dict(src)
-    family = _family_converter(state)
-    if family is not None:
-        model_class, config, state = family.convert(state, fmt, source)
-    else:
-        state = convert_state_dict(state, fmt, source)
+    family = family_converter(state, source)
+    model_class, config, state = family.convert(state, fmt, source)
     if model is not None:
         entry = zoo.get_entry(model)
         model_class = entry.load_class()
         config = zoo.build_config(entry, model_class.config_class)
-    elif family is not None:
-        pass
-    elif any(k.startswith("visual.") for k in state):
-        model_class, config = infer_evaclip(state, source)
-    else:
-        model_class, config = infer_eva02(state, source)
     if p14to16:
-        if model_class is not EVA02VisionTransformer and model_class is not EVA02VisionTransformerForMIM:
-            raise ValueError("--p14to16 applies to EVA-02 models, not to EVA-CLIP checkpoints")
-        config = p14_to_p16(state, config)
+        if not hasattr(family, "p14_to_p16"):
+            raise ValueError(f"--p14to16 applies to EVA-02 models; {source} is a {model_class.__name__} checkpoint")
+        config = family.p14_to_p16(state, config)
     state = model_class.adapt_state_dict(state, config, source)
     state = model_class.check_state_dict(state, model_class._expected_shapes(config), source, strict=True)
     os.makedirs(out, exist_ok=True)

@@ -15,11 +15,27 @@ from paddlemix_eva.models.eva02 import (
     EVA02VisionTransformerForMIM,
     EVA02VisionTransformerForMIMConfig,
 )
+from paddlemix_eva.convert.keymaps import vision_to_paddlemix
 from paddlemix_eva.convert.shapes import count_blocks, mlp_ratio_for, require_tensor
 
 logger = logging.getLogger(__name__)
 StateDict = Dict[str, np.ndarray]
 EVA02_HEAD_DIM = 64  # every released EVA-02 uses 64-d heads; shapes alone cannot tell the head count
+
+
+def detect(state: StateDict) -> bool:
+    """Tried last, after the families with layouts of their own: every remaining checkpoint is read as an EVA-02
+    vision transformer, whose shape checks then say what is missing."""
+    return True
+
+
+def convert(state: StateDict, fmt: str, source: str):
+    from paddlemix_eva.convert import check_format
+
+    check_format(state, fmt, source)
+    state = vision_to_paddlemix(state, fmt)
+    model_class, config = infer_eva02(state, source)
+    return model_class, config, state
 
 
 def infer_eva02(state: StateDict, source: str = "checkpoint") -> Tuple[Type, EVA02VisionTransformerConfig]:

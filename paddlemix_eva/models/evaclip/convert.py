@@ -7,6 +7,7 @@ from typing import Dict, Tuple, Type
 import numpy as np
 
 from paddlemix_eva.models.evaclip import EVACLIP, EVACLIPConfig
+from paddlemix_eva.convert.keymaps import clip_to_paddlemix, is_clip_state_dict
 from paddlemix_eva.convert.shapes import count_blocks, mlp_ratio_for, require_tensor
 
 logger = logging.getLogger(__name__)
@@ -15,6 +16,20 @@ StateDict = Dict[str, np.ndarray]
 #: EVA-02-CLIP-E: 16 x 112) the first of these widths that divides theirs
 GELU_TOWER_HEAD_WIDTHS = (88, 112, 64)
 TEXT_HEAD_DIM = 64  # every CLIP text tower
+
+
+def detect(state: StateDict) -> bool:
+    """An image-text checkpoint (official EVA-CLIP, open_clip, PaddleMIX): it has a text tower."""
+    return is_clip_state_dict(state)
+
+
+def convert(state: StateDict, fmt: str, source: str):
+    from paddlemix_eva.convert import check_format
+
+    check_format(state, fmt, source)
+    state = clip_to_paddlemix(state, fmt)
+    model_class, config = infer_evaclip(state, source)
+    return model_class, config, state
 
 
 def infer_evaclip(state: StateDict, source: str = "checkpoint") -> Tuple[Type, EVACLIPConfig]:
