@@ -12,7 +12,7 @@ PEERS_NODEPS := timm==1.0.31 open_clip_torch==3.3.0 torchvision==0.28.0
 # The FusedLayerNorm custom op (external_ops/): built against the venv's Paddle, hence no build isolation.
 OPS_SOURCES := external_ops/setup.py $(wildcard external_ops/csrc/*) $(wildcard external_ops/paddlemix_eva_ops/*.py)
 
-.PHONY: demo test test-fast install install-test ops ops-cuda-check clean
+.PHONY: demo test test-fast lint install install-test ops ops-cuda-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,10 +55,14 @@ demo: $(VENV)/.installed
 # peer (torch, timm, open_clip) is not importable
 REQUIRE := PADDLEMIX_EVA_REQUIRE_OPS=1 PADDLEMIX_EVA_REQUIRE_PEERS=1
 
-test: $(VENV)/.installed-test $(VENV)/.installed-ops
+# lint and import order (ruff.toml); `make test` runs it before the tests
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+
+test: lint $(VENV)/.installed-test $(VENV)/.installed-ops
 	$(REQUIRE) $(PY) -m pytest tests -q -ra
 
-test-fast: $(VENV)/.installed-test $(VENV)/.installed-ops
+test-fast: lint $(VENV)/.installed-test $(VENV)/.installed-ops
 	$(REQUIRE) $(PY) -m pytest tests -q -ra -m "not slow"
 
 clean:

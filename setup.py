@@ -27,6 +27,7 @@ TEST_REQUIRES = [
     "timm==1.0.31",
     "open_clip_torch==3.3.0",
     "scikit-learn",  # the digits data of `make demo`, which the learning tests use too
+    "ruff==0.17.6",  # `make lint`, which `make test` runs first (configuration: ruff.toml)
 ]
 # PaddlePaddle is not an install requirement: its CPU (`paddlepaddle`) and CUDA (`paddlepaddle-gpu`) wheels are
 # different distributions of one package. `pip install .[cpu]` adds the CPU wheel; see requirements-gpu.txt.

@@ -24,12 +24,15 @@ import sys
 from typing import Callable, Dict
 
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+
+# isort: split
 import numpy as np
 import paddle
 
 from paddlemix_eva import zoo
 from paddlemix_eva.models.evovit import EvoDeiT
 from paddlemix_eva.utils.runtime import cpuinfo_field, set_cpu_threads
+
 from timing import (
     add_timing_arguments,
     csv_list,

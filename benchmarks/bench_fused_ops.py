@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import paddlemix_eva  # noqa: F401  (before paddle)
+
+# isort: split
 import numpy as np
 import paddle
 import torch
 
 from paddlemix_eva.layers.rope import VisionRotaryEmbedding, apply_rope_packed_qkv
 from paddlemix_eva.runtime import configure_training_runtime, cpuinfo_field, set_cpu_threads, tune_glibc_malloc
-from timing import add_timing_arguments, csv_list, markdown_table, parse_timing_arguments, setup_logging, \
-    time_in_rounds
+
+from timing import add_timing_arguments, csv_list, markdown_table, parse_timing_arguments, setup_logging, time_in_rounds
 
 logger = logging.getLogger("bench_fused_ops")
 

@@ -27,11 +27,14 @@ import sys
 from typing import Callable, Dict
 
 import paddlemix_eva  # noqa: F401  (before paddle: selects MKL's fast path on AMD, see paddlemix_eva/runtime.py)
+
+# isort: split
 import numpy as np
 import paddle
 
 from paddlemix_eva import layers
 from paddlemix_eva.utils.runtime import set_cpu_threads, tune_glibc_malloc
+
 from timing import (
     add_timing_arguments,
     csv_list,

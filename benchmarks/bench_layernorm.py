@@ -16,6 +16,8 @@ import statistics
 from typing import Callable, Dict, List, Sequence
 
 import paddlemix_eva  # noqa: F401  (before paddle)
+
+# isort: split
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -23,6 +25,7 @@ import paddle.nn.functional as F
 from paddlemix_eva import zoo
 from paddlemix_eva.layers import switches
 from paddlemix_eva.utils.runtime import configure_training_runtime
+
 from timing import setup_logging, time_in_rounds
 
 SHAPES = ([8, 257, 192], [8, 577, 384], [8, 1025, 1024], [8, 257, 2730])

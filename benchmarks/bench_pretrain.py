@@ -17,11 +17,13 @@ import time
 import numpy as np
 
 import paddlemix_eva  # noqa: F401  (before paddle)
+
+# isort: split
 import paddle
 from PIL import Image, ImageDraw
 
-from paddlemix_eva.layers.losses import negative_cosine_loss
 from paddlemix_eva.data.mim import MIMPretrainDataset, collate_mim
+from paddlemix_eva.layers.losses import negative_cosine_loss
 from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretrainConfig
 from paddlemix_eva.models.eva02.zoo_table import eva02_config
 from paddlemix_eva.utils.runtime import set_cpu_threads

@@ -27,10 +27,12 @@ import sys
 from typing import Callable, Dict
 
 import paddlemix_eva  # noqa: F401  (before paddle)
+
+# isort: split
 import numpy as np
 import paddle
-
 from bench_inference import cpu_name, import_timm
+
 from timing import add_timing_arguments, csv_list, markdown_table, parse_timing_arguments, setup_logging, time_in_rounds
 
 ZOO = {"Ti": "eva02_Ti_pt_in21k_ft_in1k_p14", "S": "eva02_S_pt_in21k_ft_in1k_p14"}
@@ -162,7 +164,8 @@ def build(framework: str, workload: str, batch: int, timm) -> Callable[[], float
 
 def peak_memory_mib(framework: str, workload: str, batch: int, threads: int, steps: int) -> float:
     """Growth of the maximum RSS over `steps` steps (after building), in a fresh process."""
-    code = ("import sys, json, resource; sys.path.insert(0, %r); import bench_train as b; b.child_memory(%r, %r, %d, %d, %d)"
+    code = ("import sys, json, resource; sys.path.insert(0, %r); import bench_train as b; "
+            "b.child_memory(%r, %r, %d, %d, %d)"
             % (os.path.dirname(os.path.abspath(__file__)), framework, workload, batch, threads, steps))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
@@ -230,7 +233,8 @@ def main(argv=None) -> int:
     rows = []
     for workload in workloads:
         for batch in args.batches:
-            runners: Dict[str, Callable[[], float]] = {fw: build(fw, workload, batch, timm) for fw in ("torch", "paddle")}
+            runners: Dict[str, Callable[[], float]] = {fw: build(fw, workload, batch, timm)
+                                                       for fw in ("torch", "paddle")}
             times = time_in_rounds(runners, args.warmup, args.runs, args.rounds)
             ours, theirs = statistics.median(times["paddle"]), statistics.median(times["torch"])
             row = [workload if workload == "MIM" else f"EVA-02 {workload} classifier", "224", str(batch),

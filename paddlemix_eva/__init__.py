@@ -1,8 +1,9 @@
 """paddlemix-eva: EVA-02, EVA-CLIP, MAE and Evo-ViT for PaddlePaddle.
 
-Importing the package before Paddle lets it pick MKL's fast code path on AMD CPUs (see `utils/runtime.py`). The package's map: `layers/`
+Importing the package before Paddle lets it pick MKL's fast code path on AMD CPUs (see `utils/runtime.py`).
+The package's map: `layers/`
 (blocks), `models/<family>/` (configuration, modeling, zoo table, conversion), `data/`, `trainer/`, `tasks/`
-(inference, export, evaluation, zero-shot, FLOPs), `convert/`, `utils/`, `zoo` (the registry) and `cli`..
+(inference, export, evaluation, zero-shot, FLOPs), `convert/`, `utils/`, `zoo` (the registry) and `cli`.
 """
 from paddlemix_eva.utils import runtime as _runtime
 

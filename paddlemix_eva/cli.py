@@ -55,7 +55,8 @@ def _load_for_prediction(args: argparse.Namespace):
     threads = args.threads or os.cpu_count() or 1
     if args.backend == "inference":
         if args.labels is not None:
-            raise ValueError("--labels (zero-shot) needs the dygraph backend: exports are classifiers with fixed classes")
+            raise ValueError("--labels (zero-shot) needs the dygraph backend: "
+                             "exports are classifiers with fixed classes")
         from paddlemix_eva.tasks.export import load_exported
 
         return load_exported(args.model, num_threads=threads)
@@ -123,12 +124,13 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from paddlemix_eva.tasks.inference import load_classifier_for_inference
     from paddlemix_eva.tasks.export import export_model
+    from paddlemix_eva.tasks.inference import load_classifier_for_inference
 
     model = load_classifier_for_inference(args.model)
     out = export_model(model, args.out, input_size=args.input_size, dtype=args.dtype)
-    print(f"exported {args.model} -> {out}; run it with `paddlemix-eva predict IMAGE --model {out} --backend inference`")
+    print(f"exported {args.model} -> {out}; "
+          f"run it with `paddlemix-eva predict IMAGE --model {out} --backend inference`")
     return 0
 
 
@@ -168,10 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-k classes of images (any classifier; EVA-CLIP zero-shot with --labels)")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--model", required=True, help="zoo name or model directory (an export directory with --backend inference)")
+    p.add_argument("--model", required=True,
+                   help="zoo name or model directory (an export directory with --backend inference)")
     p.add_argument("--labels", default=None,
-                   help="zero-shot with an EVA-CLIP model: class names, comma-separated (\"cat,dog\") or a file with one "
-                        "per line; prompts are the 80 built-in ImageNet templates")
+                   help="zero-shot with an EVA-CLIP model: class names, comma-separated (\"cat,dog\") or a file "
+                        "with one per line; prompts are the 80 built-in ImageNet templates")
     p.add_argument("--backend", choices=("dygraph", "inference"), default="dygraph",
                    help="dygraph: the Paddle model; inference: a model written by `paddlemix-eva export`")
     p.add_argument("--topk", type=int, default=5)
@@ -181,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("features", help="features of images (files, or every image under folders), saved as .npy")
     p.add_argument("paths", nargs="+", help="image files and/or folders of images (searched recursively)")
-    p.add_argument("--model", required=True, help="zoo name or model directory (classifier, encoder, pre-training or CLIP "
-                                                   "model of any family)")
+    p.add_argument("--model", required=True,
+                   help="zoo name or model directory (classifier, encoder, pre-training or CLIP "
+                        "model of any family)")
     p.add_argument("--out", required=True, help="output .npy file; the row order is written next to it (.files.txt)")
     p.add_argument("--patch-tokens", action="store_true", help="patch tokens [N, P, D] instead of pooled features")
     p.add_argument("--batch-size", type=int, default=8)
@@ -191,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a classifier to a static graph for Paddle Inference")
     p.add_argument("--model", required=True, help="zoo name or model directory")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--input-size", type=int, default=None, help="image size of the exported graph (default: the model's)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="image size of the exported graph (default: the model's)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="bf16 runs oneDNN bfloat16 kernels (CPUs with AVX512-BF16)")
     p.set_defaults(func=cmd_export)

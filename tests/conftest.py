@@ -20,13 +20,22 @@ PROCESS_FLAGS = ("FLAGS_use_stride_kernel",)
 @pytest.fixture(autouse=True)
 def _restore_process_state():
     """Each test leaves the process as it found it: Paddle flags, eager threads, default dtype, dynamic mode,
-    environment and the switches cached from it, so no test's outcome depends on which ran before."""
+    environment, kernel switches and logging set-up (an in-process CLI run configures logging), so no test's
+    outcome depends on which ran before."""
+    import logging
+
     from paddlemix_eva import layers
-    from paddlemix_eva.utils import runtime
+    from paddlemix_eva.utils import logs, runtime
 
     flags, threads = paddle.get_flags(list(PROCESS_FLAGS)), runtime.current_cpu_threads()
     dtype, environ = paddle.get_default_dtype(), dict(os.environ)
+    root = logging.getLogger()
+    root_state = (list(root.handlers), root.level)
+    filters = {name: list(logging.getLogger(name).filters) for name in logs.QUIET_LOGGERS}
     yield
+    root.handlers[:], root.level = root_state
+    for name, kept in filters.items():
+        logging.getLogger(name).filters[:] = kept
     if not paddle.in_dynamic_mode():
         paddle.disable_static()
     if paddle.get_flags(list(PROCESS_FLAGS)) != flags:

@@ -29,7 +29,8 @@ def _prepare_torchvision() -> None:
             del sys.modules[name]
     lib = torch.library.Library("torchvision", "DEF")
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor qdets, float dets_scale, int dets_zero_point, Tensor qscores, float scores_scale, int scores_zero_point, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor qdets, float dets_scale, int dets_zero_point, Tensor qscores, float scores_scale, "
+               "int scores_zero_point, float iou_threshold) -> Tensor")
     _prepare_torchvision.library = lib  # keep the registration alive
 
 

@@ -7,10 +7,21 @@ import pytest
 from PIL import Image
 
 from paddlemix_eva.data.augment import (
-    DEFAULT_OPS, INCREASING_OPS, RANDAUG_OPS, ColorJitter, Mixup, RandAugment, RandomErasing, TrainTransform, apply_op,
-    build_eval_transform, build_train_transform, mixup_target,
+    DEFAULT_OPS,
+    INCREASING_OPS,
+    RANDAUG_OPS,
+    ColorJitter,
+    Mixup,
+    RandAugment,
+    RandomErasing,
+    TrainTransform,
+    apply_op,
+    build_eval_transform,
+    build_train_transform,
+    mixup_target,
 )
 from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD, EvalTransform
+
 from peers import import_timm
 
 

@@ -9,6 +9,7 @@ import paddle
 import pytest
 
 from paddlemix_eva.layers import Block, VisionRotaryEmbedding, cpu_kernels, switches
+
 from tolerances import assert_float32_close
 
 REQUIRE = os.environ.get("PADDLEMIX_EVA_REQUIRE_OPS") == "1"

@@ -13,7 +13,6 @@ import paddle
 import pytest
 
 from paddlemix_eva import zoo
-from paddlemix_eva.utils.checkpoint import CheckpointError, read_state_dict, save_paddle_state_dict
 from paddlemix_eva.convert import convert_checkpoint
 from paddlemix_eva.models import (
     EVA02VisionTransformer,
@@ -21,6 +20,8 @@ from paddlemix_eva.models import (
     EVA02VisionTransformerForMIM,
     EVA02VisionTransformerForMIMConfig,
 )
+from paddlemix_eva.utils.checkpoint import CheckpointError, read_state_dict, save_paddle_state_dict
+
 from peers import import_timm, import_torch, make_sensitive, seeded_images, torch_state_dict
 
 TI = "eva02_Ti_pt_in21k_ft_in1k_p14"
@@ -72,7 +73,8 @@ def _timm_to_official(state: StateDict, depth: int, grid: int, subln: bool) -> D
             key = key.replace(old, new)
         official[key] = torch.from_numpy(np.array(value))
     gen = torch.Generator().manual_seed(1)
-    tables = {"freqs_cos": torch.rand(grid * grid, 64, generator=gen), "freqs_sin": torch.rand(grid * grid, 64, generator=gen)}
+    tables = {"freqs_cos": torch.rand(grid * grid, 64, generator=gen),
+              "freqs_sin": torch.rand(grid * grid, 64, generator=gen)}
     for name, table in tables.items():
         official[f"rope.{name}"] = table
         for i in range(depth):
@@ -194,7 +196,8 @@ def test_checkpoint_of_another_size_is_refused(tmp_path):
 # ------------------------------------------------------------------------------ (d) foreign layout in place
 @pytest.mark.parametrize(
     "size, layout, weights_name",
-    [("Ti", "timm", "model_state.pdparams"), ("B", "timm", "model.safetensors"), ("B", "official", "model_state.pdparams")],
+    [("Ti", "timm", "model_state.pdparams"), ("B", "timm", "model.safetensors"),
+     ("B", "official", "model_state.pdparams")],
 )
 def test_foreign_layout_where_paddlemix_expected(timm_models, tmp_path, size, layout, weights_name):
     model = timm_models[size]
@@ -238,8 +241,10 @@ _CORRUPTIONS = {
     "empty-pdparams": ("model_state.pdparams", lambda real: b""),
     "text-pdparams": ("model_state.pdparams", lambda real: b"<html>503 Service Unavailable</html>\n" * 40),
     # a garbage pickle header declaring a huge payload: paddle.load lets MemoryError / OverflowError through
-    "huge-declared-size": ("model_state.pdparams", lambda real: b"\x80\x04\x8e" + (2**62).to_bytes(8, "little") + real[:64]),
-    "impossible-size": ("model_state.pdparams", lambda real: b"\x80\x04\x8e" + (2**64 - 1).to_bytes(8, "little") + real[:64]),
+    "huge-declared-size": ("model_state.pdparams",
+                           lambda real: b"\x80\x04\x8e" + (2**62).to_bytes(8, "little") + real[:64]),
+    "impossible-size": ("model_state.pdparams",
+                        lambda real: b"\x80\x04\x8e" + (2**64 - 1).to_bytes(8, "little") + real[:64]),
     "truncated-safetensors": ("model.safetensors", lambda real: real[: len(real) // 2]),
     "garbage-safetensors": ("model.safetensors", lambda real: np.random.default_rng(0).bytes(len(real))),
 }
@@ -278,7 +283,8 @@ def test_truncated_torch_file(tmp_path):
 # ------------------------------------------------------------------------------- (f) reading, nesting
 def _tensors(torch) -> Dict[str, object]:
     gen = torch.Generator().manual_seed(0)
-    return {"a.weight": torch.randn(3, 4, generator=gen), "a.bias": torch.randn(3, generator=gen), "b": torch.randn(2, 2, 2, generator=gen)}
+    return {"a.weight": torch.randn(3, 4, generator=gen), "a.bias": torch.randn(3, generator=gen),
+            "b": torch.randn(2, 2, 2, generator=gen)}
 
 
 @pytest.mark.parametrize(
@@ -413,7 +419,8 @@ def test_convert_matches_timm(timm_models, tmp_path, size, layout):
     assert config.mlp_hidden_dim == {"Ti": 512, "B": 2048}[size]
     assert config.use_swiglu and config.qkv_bias and config.use_mean_pooling
     assert config.use_ffn_ln == (size == "B")
-    assert (config.swiglu, config.naiveswiglu, config.subln) == ((True, False, False) if size == "Ti" else (False, True, True))
+    assert (config.swiglu, config.naiveswiglu, config.subln) == ((True, False, False) if size == "Ti"
+                                                                  else (False, True, True))
     assert not any("rope" in k for k in model.state_dict())
 
     torch = import_torch()
@@ -467,7 +474,8 @@ def test_convert_paddlemix_checkpoint(tiny_eva02_config, tmp_path, kind):
         model_class, model = EVA02VisionTransformerForMIM, EVA02VisionTransformerForMIM(_mim_config(tiny_eva02_config))
     else:
         fields = dict(tiny_eva02_config.to_dict(), swiglu=True, naiveswiglu=False, subln=False)
-        config = EVA02VisionTransformerConfig(**{k: v for k, v in fields.items() if k in _TINY_FIELDS + ("num_classes",)})
+        config = EVA02VisionTransformerConfig(**{k: v for k, v in fields.items()
+                                                 if k in _TINY_FIELDS + ("num_classes",)})
         model_class, model = EVA02VisionTransformer, EVA02VisionTransformer(config)
     state = _numpy_state(model)
     src = str(tmp_path / "ckpt.pdparams")
@@ -554,4 +562,5 @@ def test_convert_p14to16(timm_models, tmp_path):
     assert logits.shape == (2, 10) and np.isfinite(logits).all()
 
     with pytest.raises(ValueError, match="patch-14"):
-        convert_checkpoint(os.path.join(out, "model_state.pdparams"), "paddlemix", out=str(tmp_path / "x"), p14to16=True)
+        convert_checkpoint(os.path.join(out, "model_state.pdparams"), "paddlemix", out=str(tmp_path / "x"),
+                           p14to16=True)

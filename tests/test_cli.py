@@ -18,6 +18,7 @@ import pytest
 
 from paddlemix_eva import zoo
 from paddlemix_eva.utils.resources import imagenet_classnames, sample_image_path
+
 from peers import import_timm, import_torch, make_sensitive
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,8 +68,8 @@ def cli_runs(tmp_path_factory):
     src = str(root / "tiny.safetensors")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, src)
     model_dir = convert_checkpoint(src, "timm", out=str(root / "model"))
-    from paddlemix_eva.tasks.export import export_model
     from paddlemix_eva.models import EVA02VisionTransformer
+    from paddlemix_eva.tasks.export import export_model
 
     exported = export_model(EVA02VisionTransformer.from_pretrained(model_dir), str(root / "exported"))
     corrupt = root / "corrupt.safetensors"
@@ -288,8 +289,8 @@ def test_predict_refuses_a_model_without_a_classification_head(cli_runs):
 
 @pytest.mark.slow
 def test_features_of_a_folder_with_mixed_content(cli_runs):
-    from paddlemix_eva.tasks.inference import extract_features
     from paddlemix_eva.models import EVA02VisionTransformer
+    from paddlemix_eva.tasks.inference import extract_features
 
     result, paths = cli_runs["runs"]["features"], cli_runs["paths"]
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr  # one unreadable file
@@ -329,9 +330,9 @@ def test_predict_with_the_inference_backend_agrees_with_the_model(cli_runs):
 
 def test_predict_threads_set_the_eager_kernels_too(tiny_eva02_config, tmp_path, capsys):
     """`--threads` acts on the default (dygraph) backend as well; without it, predict uses every core."""
-    from paddlemix_eva.utils import runtime
     from paddlemix_eva.cli import main
     from paddlemix_eva.models import EVA02VisionTransformer
+    from paddlemix_eva.utils import runtime
 
     EVA02VisionTransformer(tiny_eva02_config).save_pretrained(str(tmp_path / "model"))
     assert main(["predict", sample_image_path(), "--model", str(tmp_path / "model"), "--threads", "1"]) == 0

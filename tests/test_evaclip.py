@@ -5,14 +5,15 @@ import re
 import numpy as np
 import paddle
 import pytest
-from peers import import_open_clip, import_timm, make_sensitive, seeded_images, torch_state_dict
 
-from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva import get_model, zoo
 from paddlemix_eva.convert import convert_checkpoint
 from paddlemix_eva.convert.keymaps import vision_to_paddlemix
 from paddlemix_eva.models import EVACLIP
 from paddlemix_eva.models.evaclip import EVACLIPVisionConfig, EVACLIPVisionTransformer, get_tokenizer
+from paddlemix_eva.tasks import zoo_stats
+
+from peers import import_open_clip, import_timm, make_sensitive, seeded_images, torch_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,16 +9,17 @@ import numpy as np
 import paddle
 import pytest
 from PIL import Image
-from tolerances import assert_float32_close
 
-from paddlemix_eva.tasks import zeroshot
 from paddlemix_eva.data.datasets import ImageFolder, ImageTextManifest
+from paddlemix_eva.data.transforms import EvalTransform, RandomResizedCropTransform
 from paddlemix_eva.layers.losses import clip_contrastive_loss
 from paddlemix_eva.models import EVACLIP, EVACLIPConfig
 from paddlemix_eva.models.evaclip import get_tokenizer
+from paddlemix_eva.tasks import zeroshot
 from paddlemix_eva.trainer import CLIPTrainer, collate_image_text
 from paddlemix_eva.trainer.base import EVATrainingArguments
-from paddlemix_eva.data.transforms import EvalTransform, RandomResizedCropTransform
+
+from tolerances import assert_float32_close
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIST_DIR = os.path.join(ROOT, "tests", "distributed")

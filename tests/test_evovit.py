@@ -6,18 +6,19 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva.convert import convert_checkpoint
-from paddlemix_eva.models.evovit.convert import detect, official_levit_prefixes
 from paddlemix_eva.models.evovit import EvoDeiT, EvoDeiTConfig, EvoLeViT, EvoLeViTConfig, RegNet, RegNetConfig
+from paddlemix_eva.models.evovit.convert import detect, official_levit_prefixes
 from paddlemix_eva.models.evovit.evo_levit import representative_token
 from paddlemix_eva.models.evovit.levit_layers import subsample_grid
 from paddlemix_eva.models.tokens import gather_tokens, scatter_tokens
+from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva.trainer.evovit import (
     LayerToStageCallback,
     adaptive_clip_gradients,
     evo_loss,
 )
+
 from peers import import_timm, make_sensitive, seeded_images, torch_state_dict
 
 # 12 layers as upstream (stages at 4 and 8), 32 px / patch 8: 16 patches, 8 kept per pruned layer
@@ -408,8 +409,9 @@ def test_adaptive_gradient_clipping_matches_timm():
 
 # ---------------------------------------------------------------------------------------- training
 def _train(tmp_path, model_dir: str, extra_model_args: dict, extra_args: dict):
-    from digits_demo import write_digits_imagefolder
     from paddlemix_eva.trainer.evovit import EvoDataArguments, EvoModelArguments, EvoTrainingArguments, run_evo_training
+
+    from digits_demo import write_digits_imagefolder
 
     data = tmp_path / "digits"
     if not data.exists():  # 2 images per class, one batch an epoch: the loss must fall as the model fits them

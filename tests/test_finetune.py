@@ -11,9 +11,9 @@ import paddle
 import pytest
 
 from paddlemix_eva.data.datasets import ImageFolder
-from digits_demo import write_digits_imagefolder
-from paddlemix_eva.tasks.evaluation import classification_metrics, evaluate_classifier, rank_share
+from paddlemix_eva.data.transforms import EvalTransform
 from paddlemix_eva.models import EVA02VisionTransformer, EVA02VisionTransformerConfig
+from paddlemix_eva.tasks.evaluation import classification_metrics, evaluate_classifier, rank_share
 from paddlemix_eva.trainer.ema import ModelEMA
 from paddlemix_eva.trainer.finetune import (
     ClassificationCollator,
@@ -24,7 +24,8 @@ from paddlemix_eva.trainer.finetune import (
     load_classifier,
     soft_target_cross_entropy,
 )
-from paddlemix_eva.data.transforms import EvalTransform
+
+from digits_demo import write_digits_imagefolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(image_size=28, patch_size=7, embed_dim=64, layers=3, num_heads=2, mlp_ratio=2.6667, qkv_bias=True,

@@ -153,8 +153,8 @@ def test_same_parameters_and_state_dict_as_paddle_layer_norm():
 
 
 def eva02_ti(image_size=112):
-    from paddlemix_eva.models import EVA02VisionTransformer
     from paddlemix_eva import zoo
+    from paddlemix_eva.models import EVA02VisionTransformer
 
     return EVA02VisionTransformer(zoo.build_config(zoo.get_entry("eva02_Ti_pt_in21k_ft_in1k_p14"),
                                                    image_size=image_size))
@@ -210,7 +210,8 @@ def test_input_that_does_not_match_normalized_shape_is_refused():
         norm(paddle.randn([4, 65]))
     with pytest.raises(ValueError, match="last dimension only"):
         FusedLayerNorm([8, 64])
-    with pytest.raises(OSError, match=r"Scale must have shape \[65\] \(the last dimension of X \[4, 65\]\), got \[64\]"):
+    with pytest.raises(OSError,
+                       match=r"Scale must have shape \[65\] \(the last dimension of X \[4, 65\]\), got \[64\]"):
         fused_layer_norm_op(paddle.randn([4, 65]), norm.weight, norm.bias, 1e-5)
 
 

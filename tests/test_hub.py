@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from paddlemix_eva import zoo
+from paddlemix_eva.models import EVA02VisionTransformer
 from paddlemix_eva.utils import hub
 from paddlemix_eva.utils.checkpoint import read_state_dict, save_paddle_state_dict
-from paddlemix_eva.models import EVA02VisionTransformer
 
 NAME = "eva02_Ti_pt_in21k_ft_in1k_p14"
 FULL_NAME = "paddlemix/EVA/EVA02/" + NAME

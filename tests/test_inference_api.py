@@ -8,12 +8,14 @@ import pytest
 from PIL import Image
 
 import paddlemix_eva
-from paddlemix_eva.tasks import zoo_stats
+
+# isort: split
 from paddlemix_eva import zoo
+from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD
+from paddlemix_eva.models import EVA02VisionTransformer
+from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva.tasks.flops import count_macs
 from paddlemix_eva.tasks.inference import extract_features, inference_model, list_image_files
-from paddlemix_eva.models import EVA02VisionTransformer
-from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD
 
 #: published GMACs of the EVA-02 fine-tuned models (EVA-02 paper / timm tables)
 PUBLISHED_GMACS = {

@@ -3,9 +3,9 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlemix_eva.tasks.export import compile_for_cpu
 from paddlemix_eva.layers import Attention, cpu_fused_attention, cpu_fused_attention_available
 from paddlemix_eva.models import EVA02VisionTransformer
+from paddlemix_eva.tasks.export import compile_for_cpu
 
 
 def test_fused_cpu_attention_equals_the_matmul_path():
@@ -91,8 +91,8 @@ def test_tensor_parallel_mappings_split_and_merge_every_linear():
 
 
 # ------------------------------------------------------------------------------------ export directories
-from paddlemix_eva.tasks.inference import inference_model  # noqa: E402
 from paddlemix_eva.tasks.export import cpu_has_bf16, export_model, load_exported  # noqa: E402
+from paddlemix_eva.tasks.inference import inference_model  # noqa: E402
 
 
 def _images(n, size, seed=0):

@@ -2,7 +2,6 @@
 import numpy as np
 import paddle
 import pytest
-from peers import import_torch
 
 from paddlemix_eva.layers import (
     Attention,
@@ -15,6 +14,8 @@ from paddlemix_eva.layers import (
     rope_angles,
     scale_gradient,
 )
+
+from peers import import_torch
 
 
 def test_rope_angles_follow_the_eva02_convention():

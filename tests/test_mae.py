@@ -12,18 +12,16 @@ import numpy as np
 import paddle
 import pytest
 from PIL import Image, ImageDraw
-from launch import logged_losses, script_command
-from peers import import_timm, make_sensitive, seeded_images, torch_state_dict
 
-from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva import zoo
 from paddlemix_eva.convert import convert_checkpoint
-from paddlemix_eva.models.mae import MAEConfig, MAEForPretraining, MAEVisionTransformer, MAEVisionTransformerConfig
 from paddlemix_eva.data.mae import MAEPretrainDataset, collate_mae
+from paddlemix_eva.models.mae import MAEConfig, MAEForPretraining, MAEVisionTransformer, MAEVisionTransformerConfig
 from paddlemix_eva.models.mae.masking import random_masking
 from paddlemix_eva.models.mae.patches import normalize_patches, patchify, unpatchify
 from paddlemix_eva.models.mae.pos_embed import sincos_2d_table
 from paddlemix_eva.models.mae.zoo_table import mae_config
+from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva.trainer.lars import LARS
 from paddlemix_eva.trainer.mae import (
     MAEPretrainArguments,
@@ -33,6 +31,9 @@ from paddlemix_eva.trainer.mae import (
     resolve_learning_rate,
 )
 from paddlemix_eva.trainer.optim import decayed_parameter_names
+
+from launch import logged_losses, script_command
+from peers import import_timm, make_sensitive, seeded_images, torch_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN_SCRIPT = os.path.join(ROOT, "examples", "mae", "run_mae_pretrain_dist.py")
@@ -372,8 +373,8 @@ def _convert_only(state):
 
 
 def test_eva_checkpoints_are_not_taken_for_mae(tiny_eva02_config):
-    from paddlemix_eva.models.mae import convert as mae_converter
     from paddlemix_eva.models import EVA02VisionTransformer
+    from paddlemix_eva.models.mae import convert as mae_converter
 
     eva_state = {k: v.numpy() for k, v in EVA02VisionTransformer(tiny_eva02_config).state_dict().items()}
     assert not mae_converter.detect(eva_state)
@@ -383,7 +384,8 @@ def test_eva_checkpoints_are_not_taken_for_mae(tiny_eva02_config):
 # ------------------------------------------------------------------------------------------ zoo
 def test_zoo_lists_mae_and_says_how_to_get_official_weights():
     names = zoo.list_models("mae_*")
-    assert {"mae_vit_base_patch16", "mae_pretrain_vit_base", "mae_finetuned_vit_huge", "mae_visualize_vit_large"} <= set(names)
+    assert {"mae_vit_base_patch16", "mae_pretrain_vit_base", "mae_finetuned_vit_huge",
+            "mae_visualize_vit_large"} <= set(names)
     assert zoo.get_entry("mae_finetuned_vit_base").top1 == 83.6
     with pytest.raises(FileNotFoundError, match="convert mae_finetuned_vit_base.pth --format official"):
         MAEVisionTransformer.from_pretrained("mae_finetuned_vit_base")
@@ -566,8 +568,8 @@ def test_lars_step_follows_the_update_rule():
 
 # ------------------------------------------------------------------------------------------ picture
 def test_mae_visualize_writes_original_masked_and_reconstruction(pretrained_dir, image_dir, tmp_path):
-    from paddlemix_eva.tasks.mae_visualize import MASK_GREY, load_autoencoder, reconstruct
     from paddlemix_eva.data.transforms import EvalTransform
+    from paddlemix_eva.tasks.mae_visualize import MASK_GREY, load_autoencoder, reconstruct
 
     image, out = str(image_dir / "5.png"), str(tmp_path / "figure.png")
     cli = [sys.executable, "-m", "paddlemix_eva.cli", "mae-visualize", image, "--out"]

@@ -9,7 +9,6 @@ import numpy as np
 import paddle
 import pytest
 from PIL import Image, ImageDraw
-from launch import logged_losses, script_command
 
 from paddlemix_eva.data.datasets import GlobalBatchSampler, list_images
 from paddlemix_eva.data.masking import MaskingGenerator
@@ -18,6 +17,8 @@ from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretra
 from paddlemix_eva.models.eva02.zoo_table import eva02_config
 from paddlemix_eva.trainer.base import check_run_arguments, prepare_run
 from paddlemix_eva.trainer.mim import MIMPretrainArguments, MIMTrainer
+
+from launch import logged_losses, script_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "examples", "eva02", "run_eva02_pretrain_dist.py")
@@ -93,12 +94,14 @@ def test_masks_are_made_of_rectangular_blocks_within_the_aspect_range():
 
 # --------------------------------------------------------------------------------------------- data
 def test_both_views_share_one_crop_and_flip(image_dir):
-    same = MIMPretrainDataset(str(image_dir), input_size=112, num_mask_patches=26, second_input_size=112, patch_size=14, seed=3)
+    same = MIMPretrainDataset(str(image_dir), input_size=112, num_mask_patches=26, second_input_size=112,
+                              patch_size=14, seed=3)
     student, teacher, mask = same[5]
     np.testing.assert_array_equal(student, teacher)
     assert student.shape == (3, 112, 112) and mask.shape == (8, 8)
     # a teacher view at another size is the same crop resized: downsample the 224 view and compare coarsely
-    bigger = MIMPretrainDataset(str(image_dir), input_size=112, num_mask_patches=26, second_input_size=224, patch_size=14, seed=3)
+    bigger = MIMPretrainDataset(str(image_dir), input_size=112, num_mask_patches=26, second_input_size=224,
+                                patch_size=14, seed=3)
     s2, t2, _ = bigger[5]
     np.testing.assert_array_equal(s2, student)
     pooled = t2.reshape(3, 112, 2, 112, 2).mean(axis=(2, 4))

@@ -12,10 +12,10 @@ import paddle
 import pytest
 
 from paddlemix_eva.models import (
+    EVACLIP,
     EVA02VisionTransformer,
     EVA02VisionTransformerConfig,
     EVA02VisionTransformerForMIM,
-    EVACLIP,
     EVACLIPConfig,
 )
 from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrain
@@ -62,7 +62,8 @@ def eva_vision_keys(width: int, layers: int, hidden: int, patch: int, grid: int,
     for i in range(layers):
         b = f"blocks.{i}."
         keys.update({b + "norm1.weight": [width], b + "norm1.bias": [width], b + "norm2.weight": [width],
-                     b + "norm2.bias": [width], b + "attn.q_proj.weight": [width, width], b + "attn.q_proj.bias": [width],
+                     b + "norm2.bias": [width], b + "attn.q_proj.weight": [width, width],
+                     b + "attn.q_proj.bias": [width],
                      b + "attn.k_proj.weight": [width, width], b + "attn.v_proj.weight": [width, width],
                      b + "attn.v_proj.bias": [width], b + "attn.proj.weight": [width, width],
                      b + "attn.proj.bias": [width]})
@@ -97,7 +98,8 @@ def mim_student_keys(width: int, layers: int, hidden: int, patch: int, grid: int
                      prefix: str = "") -> dict:
     """PaddleMIX `EVA02VisionTransformerForMIM` keys (Ti/S layout: SwiGLU without ffn_ln, no inner LN)."""
     keys = eva_vision_keys(width, layers, hidden, patch, grid, 1, eva02=True)
-    keys = {k: v for k, v in keys.items() if "inner_attn_ln" not in k and "ffn_ln" not in k and not k.startswith("head.")}
+    keys = {k: v for k, v in keys.items()
+            if "inner_attn_ln" not in k and "ffn_ln" not in k and not k.startswith("head.")}
     keys.update({"mask_token": [1, 1, width], "lm_head.weight": [width, predict_dim], "lm_head.bias": [predict_dim]})
     return {prefix + k: v for k, v in keys.items()}
 
@@ -265,7 +267,8 @@ def reference_rope_angles(grid: int, head_dim: int, pt_grid) -> np.ndarray:
         for c in range(grid):
             for j, f in enumerate(freqs):
                 table[r * grid + c, 2 * j] = table[r * grid + c, 2 * j + 1] = positions[r] * f
-                table[r * grid + c, head_dim // 2 + 2 * j] = table[r * grid + c, head_dim // 2 + 2 * j + 1] = positions[c] * f
+                table[r * grid + c, head_dim // 2 + 2 * j] = table[r * grid + c, head_dim // 2 + 2 * j + 1] = (
+                    positions[c] * f)
     return table
 
 

@@ -8,10 +8,11 @@ import re
 import numpy as np
 import paddle
 import pytest
-from peers import import_timm, make_sensitive, seeded_images, torch_state_dict
 
 from paddlemix_eva.convert import convert_checkpoint
 from paddlemix_eva.models import EVA02VisionTransformer
+
+from peers import import_timm, make_sensitive, seeded_images, torch_state_dict
 
 CASES = {
     # name: (timm model, timm kwargs, input size)

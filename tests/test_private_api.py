@@ -9,11 +9,11 @@ import pytest
 
 from paddlemix_eva.utils import compat
 
-
 PRIVATE_METHODS = [(cls, name) for cls, methods in compat.PRIVATE_METHODS.items() for name in methods]
 
 
-@pytest.mark.parametrize("class_path,name", PRIVATE_METHODS, ids=[f"{c.rsplit('.', 1)[1]}.{n}" for c, n in PRIVATE_METHODS])
+@pytest.mark.parametrize("class_path,name", PRIVATE_METHODS,
+                         ids=[f"{c.rsplit('.', 1)[1]}.{n}" for c, n in PRIVATE_METHODS])
 def test_private_method_exists_with_the_parameters_we_use(class_path, name):
     module, cls_name = class_path.rsplit(".", 1)
     cls = getattr(importlib.import_module(module), cls_name)
@@ -47,7 +47,8 @@ def test_every_private_override_is_recorded():
             checked += 1
             for name in vars(sub):
                 if name.startswith("_") and not name.startswith("__") and hasattr(base, name):
-                    assert name in recorded, f"{sub.__name__} overrides private {class_path}.{name}: record it in compat"
+                    assert name in recorded, (f"{sub.__name__} overrides private {class_path}.{name}: "
+                                              "record it in compat")
     assert checked >= 9  # 7 trainers, the VisualDL callback, LARS
 
 
@@ -67,7 +68,8 @@ def test_eager_threads_setter_changes_paddle_threads():
 
 
 def test_cpu_capability_probes_answer_booleans():
-    for probe in (compat.cpu_supports_avx512f, compat.cpu_has_fast_bf16, compat.onednn_compiled, compat.has_self_dp_attention):
+    for probe in (compat.cpu_supports_avx512f, compat.cpu_has_fast_bf16, compat.onednn_compiled,
+                  compat.has_self_dp_attention):
         assert isinstance(probe(), bool)
     assert compat.onednn_compiled(), "the CPU wheel is built with oneDNN; the export path expects it"
 
@@ -114,7 +116,8 @@ def test_optimizer_internals():
 
 def test_loss_scale_reads_grad_scaler():
     scaler = paddle.amp.GradScaler(init_loss_scaling=1024.0)
-    assert {"_enable", "_scale"} <= set(vars(scaler)), "GradScaler keeps its state elsewhere now: update compat.loss_scale"
+    assert {"_enable", "_scale"} <= set(vars(scaler)), ("GradScaler keeps its state elsewhere now: "
+                                                        "update compat.loss_scale")
     if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count():
         assert compat.loss_scale(scaler) == 1024.0
     else:  # Paddle turns the scaler off on CPU places

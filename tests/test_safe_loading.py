@@ -23,8 +23,8 @@ import paddle
 import paddle.nn as nn
 import pytest
 
-from paddlemix_eva.utils.checkpoint import CheckpointError, read_state_dict
 from paddlemix_eva.models import EVA02VisionTransformer
+from paddlemix_eva.utils.checkpoint import CheckpointError, read_state_dict
 from paddlemix_eva.utils.serialization import (
     BASE_GLOBALS,
     PADDLE_GLOBALS,
@@ -36,6 +36,7 @@ from paddlemix_eva.utils.serialization import (
     restricted_load,
     verify_checkpoint_dir,
 )
+
 from peers import import_torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

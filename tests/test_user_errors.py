@@ -11,9 +11,13 @@ import paddle
 import pytest
 from PIL import Image
 
-from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva.cli import main as cli_main
-from paddlemix_eva.models import EVA02VisionTransformer, EVA02VisionTransformerForMIM, EVA02VisionTransformerForMIMConfig
+from paddlemix_eva.models import (
+    EVA02VisionTransformer,
+    EVA02VisionTransformerForMIM,
+    EVA02VisionTransformerForMIMConfig,
+)
+from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva.utils.resources import sample_image_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +44,8 @@ def _folder(root, classes, per_class=2) -> str:
     for name in classes:
         os.makedirs(os.path.join(root, name))
         for i in range(per_class):
-            Image.fromarray(rng.integers(0, 255, (60, 60, 3), dtype=np.uint8)).save(os.path.join(root, name, f"{i}.png"))
+            Image.fromarray(rng.integers(0, 255, (60, 60, 3), dtype=np.uint8)).save(
+                os.path.join(root, name, f"{i}.png"))
     return str(root)
 
 
@@ -64,8 +69,12 @@ def test_an_input_size_the_patches_do_not_tile_is_refused_with_the_nearest_sizes
         EVA02VisionTransformer.from_pretrained(model_dir, image_size=100)
     with pytest.raises(TypeError, match=r"has no field \['imgae_size'\]"):
         EVA02VisionTransformer.from_pretrained(model_dir, imgae_size=112)
-    from paddlemix_eva.trainer.finetune import FinetuneArguments, FinetuneDataArguments, FinetuneModelArguments
-    from paddlemix_eva.trainer.finetune import run_finetuning
+    from paddlemix_eva.trainer.finetune import (
+        FinetuneArguments,
+        FinetuneDataArguments,
+        FinetuneModelArguments,
+        run_finetuning,
+    )
 
     data = _folder(tmp_path / "data", ["cat", "dog", "fox"])
     with pytest.raises(ValueError, match="98 or 112"):
@@ -81,7 +90,8 @@ def test_one_class_is_refused_and_split_folders_are_flagged(tiny_eva02_config, t
         check_training_classes(["cat"], "data/")
     with caplog.at_level(logging.WARNING):
         check_training_classes(["train", "val"], "imagenet")
-    assert "look like dataset splits" in caplog.text and f"--data_path {os.path.join('imagenet', 'train')}" in caplog.text
+    assert ("look like dataset splits" in caplog.text
+            and f"--data_path {os.path.join('imagenet', 'train')}" in caplog.text)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         check_training_classes(["cat", "dog", "test"], "pets")
@@ -110,8 +120,8 @@ def test_export_refuses_a_mim_student_directory(tmp_path):
 
 
 def test_convert_refuses_a_format_the_file_is_not(tmp_path):
-    from paddlemix_eva.utils.checkpoint import CheckpointError
     from paddlemix_eva.convert import convert_checkpoint
+    from paddlemix_eva.utils.checkpoint import CheckpointError
 
     # timm's EVA-02 B layout: `fc1_g` / `fc1_x` / `mlp.norm` are timm's names only
     timm_state = {"blocks.0.mlp.fc1_g.weight": np.zeros((8, 4), np.float32),
@@ -140,8 +150,8 @@ def test_late_checks_now_come_first(tmp_path):
 # ---------------------------------------------------------------------------------- messages
 def test_messages_point_the_right_way(tiny_eva02_config, tmp_path, caplog):
     from paddlemix_eva import zoo
-    from paddlemix_eva.tasks.inference import extract_features
     from paddlemix_eva.tasks.export import export_model, load_exported
+    from paddlemix_eva.tasks.inference import extract_features
 
     model_dir = _classifier_dir(tiny_eva02_config, tmp_path / "model")
     model = EVA02VisionTransformer.from_pretrained(model_dir)

@@ -1,10 +1,11 @@
 """The model zoo: every published name, its shipped config, and parameter counts equal to timm's."""
 import pytest
-from peers import import_timm
 
-from paddlemix_eva.tasks import zoo_stats
 from paddlemix_eva import get_model, list_models, zoo
 from paddlemix_eva.models import EVA02VisionTransformer, EVA02VisionTransformerForMIM
+from paddlemix_eva.tasks import zoo_stats
+
+from peers import import_timm
 
 PUBLISHED = [
     "eva02_Ti_pt_in21k_p14", "eva02_S_pt_in21k_p14", "eva02_B_pt_in21k_p14", "eva02_L_pt_in21k_p14",

@@ -10,9 +10,12 @@ import os
 
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
 
-from paddlemix_eva.utils.logs import setup_logging
-from digits_demo import run_demo, summary_lines
+# isort: split
+
 from paddlemix_eva.utils.errors import exit_on_bad_input
+from paddlemix_eva.utils.logs import setup_logging
+
+from digits_demo import run_demo, summary_lines
 
 
 def main():

@@ -12,6 +12,8 @@ classifier. Evaluates each --eval_steps / epoch (`--evaluation_strategy`) and at
 the EMA model is saved in `<output_dir>/ema`.
 """
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+
+# isort: split
 from paddlemix_eva.trainer.base import run_from_command_line
 from paddlemix_eva.trainer.finetune import (
     FinetuneArguments,

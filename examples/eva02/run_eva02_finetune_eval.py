@@ -12,6 +12,8 @@ share and each sample is counted exactly once. `--use_ema` evaluates the EMA wei
 `<model>/ema`; `--output_dir` receives eval_report.json with per-class accuracy.
 """
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+
+# isort: split
 from paddlemix_eva.trainer.base import run_from_command_line
 from paddlemix_eva.trainer.finetune import EvalArguments, run_evaluation_command
 

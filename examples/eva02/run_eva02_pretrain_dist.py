@@ -13,6 +13,8 @@ student (`--student`) learns to predict them at masked patches. Checkpoints hold
 `--resume_from_checkpoint output/.../checkpoint-N` (schedule and data order continue).
 """
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+
+# isort: split
 from paddlemix_eva.trainer.base import run_from_command_line
 from paddlemix_eva.trainer.mim import MIMDataArguments, MIMModelArguments, MIMPretrainArguments, run_mim_pretraining
 

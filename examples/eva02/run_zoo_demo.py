@@ -9,13 +9,15 @@ import logging
 import time
 
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+
+# isort: split
 import paddle
 
-from paddlemix_eva.utils.logs import setup_logging
 from paddlemix_eva import get_model
 from paddlemix_eva.cli import ZOO_HEADERS, format_table, zoo_rows
-from paddlemix_eva.tasks.inference import inference_model
 from paddlemix_eva.models.modeling_utils import count_parameters
+from paddlemix_eva.tasks.inference import inference_model
+from paddlemix_eva.utils.logs import setup_logging
 from paddlemix_eva.utils.resources import sample_image_path
 
 logger = logging.getLogger("run_zoo_demo")

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+
+# isort: split
 from paddlenlp.trainer import PdArgumentParser
 
-from paddlemix_eva.utils.errors import exit_on_bad_input
 from paddlemix_eva.trainer.base import EVATrainingArguments
 from paddlemix_eva.trainer.clip import run_clip_pretraining
+from paddlemix_eva.utils.errors import exit_on_bad_input
 
 
 @dataclass

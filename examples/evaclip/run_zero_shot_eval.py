@@ -14,12 +14,14 @@ import os
 
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
 
-from paddlemix_eva.tasks import zeroshot
+# isort: split
+
 from paddlemix_eva.data.datasets import ImageFolder
+from paddlemix_eva.data.transforms import EvalTransform
+from paddlemix_eva.models import EVACLIP
+from paddlemix_eva.tasks import zeroshot
 from paddlemix_eva.utils.errors import exit_on_bad_input
 from paddlemix_eva.utils.logs import setup_logging
-from paddlemix_eva.models import EVACLIP
-from paddlemix_eva.data.transforms import EvalTransform
 
 logger = logging.getLogger("run_zero_shot_eval")
 
@@ -42,7 +44,8 @@ def parse_args():
 def main():
     args = parse_args()
     setup_logging(args.verbose)
-    classnames = zeroshot.read_lines(args.classnames, "class names") if args.classnames else zeroshot.default_classnames()
+    classnames = (zeroshot.read_lines(args.classnames, "class names") if args.classnames
+                  else zeroshot.default_classnames())
     templates = zeroshot.read_lines(args.templates, "templates") if args.templates else zeroshot.imagenet_templates()
     zeroshot.check_prompts(classnames, templates)
     dataset = ImageFolder(args.data_path)  # its classes are checked before the model loads

@@ -22,6 +22,8 @@ Augmentation defaults are the DeiT recipe's (RandAugment m9-mstd0.5-inc1, mixup 
 random erasing 0.25, ImageNet mean/std, eval crop 0.875); the EMA (0.99996) is saved in `<output_dir>/ema`.
 """
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+
+# isort: split
 from paddlemix_eva.trainer.base import run_from_command_line
 from paddlemix_eva.trainer.evovit import EvoDataArguments, EvoModelArguments, EvoTrainingArguments, run_evo_training
 

@@ -14,6 +14,8 @@ from a trunc-normal with std 2e-5. Evaluation: resize to 256, centre crop 224 (-
 mean/std; use --crop_pct 1 above 224 px.
 """
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+
+# isort: split
 from paddlemix_eva.trainer.base import run_from_command_line
 from paddlemix_eva.trainer.mae import (
     MAEFinetuneArguments,

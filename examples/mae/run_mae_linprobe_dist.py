@@ -10,6 +10,8 @@ The paper's batch is 16384 (lr 6.4); lr = blr x effective batch / 256 unless --l
 are the cls token after the encoder's final norm. Augmentation: random resized crop (0.08-1) and flip only.
 """
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+
+# isort: split
 from paddlemix_eva.trainer.base import run_from_command_line
 from paddlemix_eva.trainer.mae import (
     MAELinprobeArguments,

@@ -13,6 +13,8 @@ run_mae_finetune_dist.py --model output/mae_vit_base (the decoder is dropped). R
 --resume_from_checkpoint output/mae_vit_base/checkpoint-N.
 """
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
+
+# isort: split
 from paddlemix_eva.trainer.base import run_from_command_line
 from paddlemix_eva.trainer.mae import (
     MAEPretrainArguments,

@@ -6,7 +6,8 @@
 Paddle's Linear layout: weight [in, out], bias [out]; x [..., in] and residual [..., out]. The bias is the GEMM's
 bias argument and the residual a binary-add post-op, both applied while the result tile is still in registers
 (on 2 cores, [2056, 192] x [192, 576], 1.44 ms: the bias costs ~0.01 ms and bias + residual ~0.1 ms there,
-where Paddle's own broadcast bias add takes 0.7 ms and a residual add 0.27 ms as separate passes). Backward: dx = dy W^T and dW = x^T dy as two more oneDNN
+where Paddle's own broadcast bias add takes 0.7 ms and a residual add 0.27 ms as separate passes).
+Backward: dx = dy W^T and dW = x^T dy as two more oneDNN
 GEMMs reading the transposes in place, dbias a column sum, dresidual = dy; gradients of stop_gradient inputs
 are skipped.
 

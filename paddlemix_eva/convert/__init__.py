@@ -11,7 +11,6 @@ import logging
 import os
 from typing import Optional, Union
 
-from paddlemix_eva.utils.checkpoint import CheckpointError, StateDict, read_state_dict, save_paddle_state_dict
 from paddlemix_eva.convert.keymaps import (
     FORMATS,
     clip_to_paddlemix,
@@ -20,6 +19,7 @@ from paddlemix_eva.convert.keymaps import (
     proven_format,
     vision_to_paddlemix,
 )
+from paddlemix_eva.utils.checkpoint import CheckpointError, StateDict, read_state_dict, save_paddle_state_dict
 
 logger = logging.getLogger(__name__)
 

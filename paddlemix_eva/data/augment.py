@@ -21,7 +21,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD, EvalTransform, ImageLike, Normalize, load_image, random_resized_crop_box
+from paddlemix_eva.data.transforms import (
+    CLIP_MEAN,
+    CLIP_STD,
+    EvalTransform,
+    ImageLike,
+    Normalize,
+    load_image,
+    random_resized_crop_box,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -221,7 +221,8 @@ class ImageTextManifest(RobustDataset):
                         rows.append((str(record[image_key]), str(record[caption_key])))
                     except (json.JSONDecodeError, KeyError, TypeError) as err:
                         raise ValueError(
-                            f"{manifest}:{lineno}: expected a JSON object with {image_key!r} and {caption_key!r} ({err})"
+                            f"{manifest}:{lineno}: expected a JSON object with "
+                            f"{image_key!r} and {caption_key!r} ({err})"
                         ) from err
             elif manifest.lower().endswith((".csv", ".tsv")):
                 reader = csv.DictReader(f, delimiter="\t" if manifest.lower().endswith(".tsv") else ",")

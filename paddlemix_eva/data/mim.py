@@ -2,8 +2,8 @@
 
 Each sample's augmentation (crop box, flip, mask) is a pure function of (seed, epoch, index), so the data a step
 sees does not depend on the number of processes or workers, and a resumed run sees exactly what an uninterrupted
-one would. Together with `datasets.GlobalBatchSampler`, 1 process with batch 2B and 2 processes with batch B train on the
-same global batches.
+one would. Together with `datasets.GlobalBatchSampler`, 1 process with batch 2B and 2 processes with batch B
+train on the same global batches.
 """
 from __future__ import annotations
 

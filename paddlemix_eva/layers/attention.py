@@ -9,10 +9,10 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddlemix_eva.utils import compat
 from paddlemix_eva.layers import cpu_kernels, switches
 from paddlemix_eva.layers.norm import LayerFactory, make_layer_norm
 from paddlemix_eva.layers.rope import apply_rope_elementwise, apply_rope_packed_qkv
+from paddlemix_eva.utils import compat
 
 logger = logging.getLogger(__name__)
 

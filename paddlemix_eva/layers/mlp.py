@@ -21,7 +21,8 @@ class _FeedForward(nn.Layer):
             hidden = self.ffn_ln(hidden)
         return project_with_residual(self.output_projection, hidden, self.drop, residual)
 
-    def _build_output(self, hidden_features: int, out_features: int, drop: float, norm_layer, subln: bool, out_name: str):
+    def _build_output(self, hidden_features: int, out_features: int, drop: float, norm_layer, subln: bool,
+                      out_name: str):
         self.ffn_ln = norm_layer(hidden_features) if subln else None
         self._out_name = out_name
         self.add_sublayer(out_name, nn.Linear(hidden_features, out_features))

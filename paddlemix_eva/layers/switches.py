@@ -12,7 +12,7 @@ the default (read at each use, so a test or a benchmark may also flip it between
 | FUSED_LAYER_NORM | FusedLayerNorm custom op (read when a model is built) | PADDLEMIX_EVA_DISABLE_FUSED_LN=1 |
 | CPU_FUSED_ATTENTION | Paddle's self_dp_attention (AVX-512, inference) | PADDLEMIX_EVA_DISABLE_CPU_FUSED_ATTENTION=1 |
 | FUSED_CPU_OPS | external_ops' oneDNN linear (+ bias + residual), SwiGLU and RoPE kernels | PADDLEMIX_EVA_DISABLE_FUSED_CPU_OPS=1 |
-"""
+"""  # noqa: E501 (a Markdown table row cannot be wrapped)
 from __future__ import annotations
 
 import contextlib

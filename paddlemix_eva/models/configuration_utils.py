@@ -12,8 +12,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from paddlenlp.transformers import PretrainedConfig
 
-from paddlemix_eva.data.transforms import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocessing,
-                                           check_preprocessing)
+from paddlemix_eva.data.transforms import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocessing,
+    check_preprocessing,
+)
 from paddlemix_eva.utils.resources import label_set
 
 logger = logging.getLogger(__name__)
@@ -101,10 +107,10 @@ class ImageClassifierConfig(ImageConfig):
         pass
 
     def label_names(self) -> List[str]:
-        """One name per output: the declared class names, else `LABEL_<i>`."""
+        """One name per output: the declared class names, else the label ids ("0", "1", ...)."""
         num_classes = int(self.num_classes or 0)
         if self.class_names is None:
-            return [f"LABEL_{i}" for i in range(num_classes)]
+            return [str(i) for i in range(num_classes)]
         names = label_set(self.class_names) if isinstance(self.class_names, str) else list(self.class_names)
         if len(names) != num_classes:
             source = f"label set {self.class_names!r}" if isinstance(self.class_names, str) else "class_names"

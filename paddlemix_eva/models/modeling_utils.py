@@ -162,10 +162,16 @@ class EVAPretrainedModel(PretrainedModel):
                 f"{source} is in an official / timm / open_clip layout (keys such as {foreign[:3]}); convert it "
                 "first: `paddlemix-eva convert SRC --format official|timm|open_clip --out DIR`"
             )
+        reshaped = [k for k, v in state_dict.items() if k in expected and list(v.shape) != list(expected[k])]
+        renewed = [k for k in reshaped if _matches(k, cls._optional_checkpoint_keys)]  # e.g. a head for new labels
+        if renewed:
+            logger.warning("%s: %s have other shapes than this model's (%s): a new label set, initialised afresh",
+                           source, describe_keys(renewed), ", ".join(
+                               f"{list(state_dict[k].shape)} -> {list(expected[k])}" for k in renewed[:2]))
+            state_dict = {k: v for k, v in state_dict.items() if k not in renewed}
         mismatched = [
-            f"{k}: checkpoint {list(v.shape)} vs model {list(expected[k])}"
-            for k, v in state_dict.items()
-            if k in expected and list(v.shape) != list(expected[k])
+            f"{k}: checkpoint {list(state_dict[k].shape)} vs model {list(expected[k])}"
+            for k in reshaped if k not in renewed
         ]
         if mismatched:
             raise CheckpointError(
@@ -276,7 +282,8 @@ def config_with_overrides(config_class, model_dir: str, overrides: Dict[str, Any
     config_dict, _ = config_class.get_config_dict(model_dir)
     unknown = sorted(k for k in overrides if k not in config_dict and k not in config_fields(config_class))
     if unknown:
-        raise TypeError(f"{config_class.__name__} has no field {unknown}; fields: {sorted(config_fields(config_class))}")
+        raise TypeError(f"{config_class.__name__} has no field {unknown}; "
+                        f"fields: {sorted(config_fields(config_class))}")
     return config_class.from_dict(without_stale_class_names(config_dict, overrides))
 
 

@@ -250,7 +250,8 @@ class ViTTrunkMixin:
                 for linear in (blk.attn.output_projection, blk.mlp.output_projection):
                     linear.weight.set_value(linear.weight / math.sqrt(2.0 * layer_id))
 
-    def _rescale_subln_params(self, fragments: Tuple[str, ...] = ("mlp.fc", "mlp.w", "attn.proj", "attn.v_proj")) -> None:
+    def _rescale_subln_params(self,
+                              fragments: Tuple[str, ...] = ("mlp.fc", "mlp.w", "attn.proj", "attn.v_proj")) -> None:
         """Upstream MIM init for sub-LN models: FFN and attention v/out parameters times sqrt(ln(2 depth))."""
         gain = math.sqrt(math.log(2.0 * len(self.blocks)))
         with paddle.no_grad():

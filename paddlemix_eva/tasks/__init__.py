@@ -1,1 +1,2 @@
-"""What a trained model is used for: inference, export and deployment, evaluation, zero-shot classification, FLOP counts, MAE reconstruction pictures."""
+"""What a trained model is used for: inference, export and deployment, evaluation, zero-shot classification, FLOP
+counts, MAE reconstruction pictures."""

@@ -27,9 +27,9 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from paddlemix_eva.models.modeling_utils import EXPORT_MARKER
 from paddlemix_eva.utils import compat
 from paddlemix_eva.utils.logs import native_output_hidden
-from paddlemix_eva.models.modeling_utils import EXPORT_MARKER
 
 logger = logging.getLogger(__name__)
 

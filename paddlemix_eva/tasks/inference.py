@@ -19,9 +19,9 @@ import paddle
 from PIL import Image, UnidentifiedImageError
 
 from paddlemix_eva.data.datasets import list_image_files
+from paddlemix_eva.data.transforms import EvalTransform, ImageLike, Preprocessing, load_image
 from paddlemix_eva.utils.logs import progress
 from paddlemix_eva.utils.resources import imagenet_classnames, label_set
-from paddlemix_eva.data.transforms import EvalTransform, ImageLike, Preprocessing, load_image
 
 logger = logging.getLogger(__name__)
 

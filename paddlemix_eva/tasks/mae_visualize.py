@@ -16,9 +16,9 @@ import paddle
 from PIL import Image
 
 from paddlemix_eva.data.transforms import EvalTransform, ImageLike
-from paddlemix_eva.zoo import model_class_for
 from paddlemix_eva.models.mae.modeling import MAEForPretraining
 from paddlemix_eva.models.mae.patches import NORM_PIX_EPS, patch_statistics, patchify, unpatchify
+from paddlemix_eva.zoo import model_class_for
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from paddlemix_eva.utils.checkpoint import atomic_path
 from paddlemix_eva.data.datasets import collate_skip_invalid
 from paddlemix_eva.data.transforms import Preprocessing
 from paddlemix_eva.tasks.evaluation import topk_correct
+from paddlemix_eva.utils.checkpoint import atomic_path
 from paddlemix_eva.utils.logs import progress
 from paddlemix_eva.utils.resources import data_path, imagenet_classnames
 from paddlemix_eva.utils.serialization import load_npy
@@ -84,7 +84,8 @@ def build_classifier(
     check_prompts(classnames, templates)
     cache_file = None
     if cache_dir:
-        cache_file = os.path.join(cache_dir, f"zeroshot_classifier_{classifier_cache_key(model, classnames, templates)}.npy")
+        cache_file = os.path.join(cache_dir,
+                                  f"zeroshot_classifier_{classifier_cache_key(model, classnames, templates)}.npy")
         if os.path.isfile(cache_file):
             logger.info("using cached class embeddings %s", cache_file)
             return load_npy(cache_file)

@@ -9,10 +9,10 @@ from functools import lru_cache
 from typing import Callable, Union
 
 from paddlemix_eva import layers, zoo
-from paddlemix_eva.zoo.entry import ZooEntry
 from paddlemix_eva.tasks import flops
 from paddlemix_eva.utils import hub
 from paddlemix_eva.utils.compat import no_init_weights
+from paddlemix_eva.zoo.entry import ZooEntry
 
 #: counts of the zoo (parameters, MACs), cached in the weight cache directory
 COUNTS_CACHE = "paddlemix_eva_counts.json"

@@ -23,14 +23,14 @@ from paddlenlp.trainer.integrations import VisualDLCallback
 from paddlenlp.trainer.trainer_utils import IntervalStrategy, get_last_checkpoint
 
 from paddlemix_eva.data.datasets import GlobalBatchSampler
+from paddlemix_eva.trainer.callbacks import GradNormMonitor, NonFiniteGuard, SafeVisualDLCallback
+from paddlemix_eva.trainer.optim import apply_lr_scales, decayed_parameter_names
+from paddlemix_eva.trainer.schedules import WarmupCosineLR, WeightDecaySchedule
 from paddlemix_eva.utils import compat
 from paddlemix_eva.utils.errors import TrainingStopped
 from paddlemix_eva.utils.logs import third_party_quiet
 from paddlemix_eva.utils.runtime import configure_training_runtime
 from paddlemix_eva.utils.serialization import verify_checkpoint_dir
-from paddlemix_eva.trainer.callbacks import GradNormMonitor, NonFiniteGuard, SafeVisualDLCallback
-from paddlemix_eva.trainer.optim import apply_lr_scales, decayed_parameter_names
-from paddlemix_eva.trainer.schedules import WarmupCosineLR, WeightDecaySchedule
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ class EVATrainingArguments(TrainingArguments):
     tensorboard: bool = field(default=True, metadata={"help": "log to VisualDL (in output_dir/runs)"})
     dataloader_drop_last: bool = field(default=True, metadata={"help": "drop the last incomplete global batch"})
     lr_scheduler_type: str = field(
-        default="cosine", metadata={"help": "cosine (linear warmup from --warmup_lr, then cosine to --min_lr): the only "
-                                            "schedule of the EVA recipes"})
+        default="cosine", metadata={"help": "cosine (linear warmup from --warmup_lr, then cosine to --min_lr): "
+                                            "the only schedule of the EVA recipes"})
     max_nonfinite_steps: int = field(
         default=3, metadata={"help": "stop after this many optimizer steps in a row with a non-finite loss or "
                                      "gradient norm (each is skipped)"})

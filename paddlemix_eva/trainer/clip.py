@@ -61,8 +61,8 @@ def load_clip(name_or_dir: str, from_scratch: bool = False):
 def run_clip_pretraining(model_args, data_args, training_args):
     """Build model, manifest dataset and `CLIPTrainer` from parsed arguments; train, save, return the metrics."""
     from paddlemix_eva.data.datasets import ImageTextManifest
-    from paddlemix_eva.models.evaclip import get_tokenizer
     from paddlemix_eva.data.transforms import RandomResizedCropTransform
+    from paddlemix_eva.models.evaclip import get_tokenizer
 
     prepare_run(training_args)
     seed_everything(training_args.seed)

@@ -14,10 +14,16 @@ import paddle
 import paddle.nn.functional as F
 from paddlenlp.trainer import TrainerCallback
 
-from paddlemix_eva.zoo import model_class_for
 from paddlemix_eva.trainer.base import effective_batch_size
-from paddlemix_eva.trainer.finetune import DeiTRecipeDataArguments, FinetuneArguments, FinetuneModelArguments, FinetuneTrainer
-from paddlemix_eva.trainer.finetune import run_finetuning, soft_target_cross_entropy
+from paddlemix_eva.trainer.finetune import (
+    DeiTRecipeDataArguments,
+    FinetuneArguments,
+    FinetuneModelArguments,
+    FinetuneTrainer,
+    run_finetuning,
+    soft_target_cross_entropy,
+)
+from paddlemix_eva.zoo import model_class_for
 
 logger = logging.getLogger(__name__)
 

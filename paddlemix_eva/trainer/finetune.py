@@ -16,8 +16,8 @@ import paddle.nn.functional as F
 
 from paddlemix_eva.data.augment import Mixup, build_train_transform, mixup_target
 from paddlemix_eva.data.datasets import ImageFolder
-from paddlemix_eva.tasks.evaluation import evaluate_classifier, write_report
 from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from paddlemix_eva.tasks.evaluation import evaluate_classifier, write_report
 from paddlemix_eva.trainer.base import EVATrainer, EVATrainingArguments, apply_save_epochs, prepare_run, seed_everything
 from paddlemix_eva.trainer.ema import EMACallback, ModelEMA, ema_dir
 

@@ -19,22 +19,22 @@ from paddlemix_eva.trainer.base import (
     EVATrainer,
     EVATrainingArguments,
     apply_save_epochs,
-    prepare_run,
     effective_batch_size,
+    prepare_run,
     seed_everything,
     train_and_save,
 )
 from paddlemix_eva.trainer.finetune import (
     DeiTRecipeDataArguments,
     FinetuneArguments,
-    ImageNetFinetuneDataArguments,
     FinetuneModelArguments,
     FinetuneTrainer,
+    ImageNetFinetuneDataArguments,
     run_finetuning,
 )
 from paddlemix_eva.trainer.lars import LARS
-from paddlemix_eva.utils import compat
 from paddlemix_eva.trainer.optim import apply_lr_scales
+from paddlemix_eva.utils import compat
 
 logger = logging.getLogger(__name__)
 

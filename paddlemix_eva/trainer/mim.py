@@ -111,8 +111,8 @@ def _config_fields(name_or_dir: str) -> dict:
 def build_pretrain_model(model_args: MIMModelArguments, args: MIMPretrainArguments):
     """The composite as PaddleMIX builds it: `--model` (a zoo name or directory, whose composite weights load
     if it has any) as it is, or with `--model None` a teacher and student from `--teacher` / `--student`."""
-    from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretrainConfig
     from paddlemix_eva import zoo
+    from paddlemix_eva.models.eva02.pretrain import EVA02ForPretrain, EVA02ForPretrainConfig
 
     composite_dir = None
     if model_args.model and model_args.model != "None":

@@ -132,7 +132,8 @@ def _download(url: str, dest: str, validate, timeout: float, manual: str) -> str
     except DownloadError:
         raise
     except urllib.error.HTTPError as err:
-        raise DownloadError(f"cannot download {url}: HTTP {err.code} {err.reason}. To use it offline, {manual}") from _cause(err)
+        raise DownloadError(f"cannot download {url}: HTTP {err.code} {err.reason}. "
+                            f"To use it offline, {manual}") from _cause(err)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         reason = getattr(err, "reason", err)
         raise DownloadError(f"cannot download {url} ({reason}). Without network access, {manual}") from _cause(err)

@@ -10,8 +10,8 @@ import contextlib
 import logging
 import os
 import sys
-import warnings
 import time
+import warnings
 from typing import Iterable, Iterator, List, Optional, TypeVar
 
 T = TypeVar("T")

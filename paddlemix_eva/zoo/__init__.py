@@ -21,8 +21,8 @@ from typing import Dict, List, Optional
 from paddlemix_eva.zoo.entry import WEIGHTS_SOURCE, ZooEntry
 
 __all__ = ["ZooEntry", "WEIGHTS_SOURCE", "register", "register_model_type", "entries", "find_entry", "get_entry",
-           "list_models", "build_config", "get_model", "model_class_for", "classifier_class_for", "model_class_for_type",
-           "saved_model_type"]
+           "list_models", "build_config", "get_model", "model_class_for", "classifier_class_for",
+           "model_class_for_type", "saved_model_type"]
 
 #: the family tables, in listing order
 _TABLES = (

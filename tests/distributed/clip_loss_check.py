@@ -5,6 +5,8 @@ import sys
 import numpy as np
 
 import paddlemix_eva  # noqa: F401
+
+# isort: split
 import paddle
 import paddle.distributed as dist
 

@@ -6,12 +6,14 @@ import sys
 import numpy as np
 
 import paddlemix_eva  # noqa: F401
+
+# isort: split
 import paddle.distributed as dist
 
 from paddlemix_eva.data.datasets import ImageFolder
-from paddlemix_eva.tasks.evaluation import classification_metrics, predict
-from paddlemix_eva.models import EVA02VisionTransformer
 from paddlemix_eva.data.transforms import EvalTransform
+from paddlemix_eva.models import EVA02VisionTransformer
+from paddlemix_eva.tasks.evaluation import classification_metrics, predict
 
 
 def main(model_dir: str, data_dir: str, out_dir: str) -> None:

@@ -17,12 +17,14 @@ import signal
 import numpy as np
 
 import paddlemix_eva  # noqa: F401  (before paddle)
+
+# isort: split
 import paddle
 import paddle.nn as nn
 from paddlenlp.trainer import TrainerCallback
 
-from paddlemix_eva.utils.errors import exit_on_bad_input
 from paddlemix_eva.trainer.base import EVATrainer, EVATrainingArguments
+from paddlemix_eva.utils.errors import exit_on_bad_input
 
 
 class TinyRegressor(nn.Layer):
@@ -59,7 +61,8 @@ class Faults(TrainerCallback):
         rank = paddle.distributed.get_rank() if paddle.distributed.is_initialized() else 0
         self.model.poisoned = step in self.nan_steps and self.nan_rank in (None, rank)
         if self.fsize_limit and step >= self.fsize_limit[0]:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (self.fsize_limit[1], resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+            resource.setrlimit(resource.RLIMIT_FSIZE,
+                               (self.fsize_limit[1], resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
     def on_step_end(self, args, state, control, **kwargs):
         if args.should_save and not self.fsize_limit:  # the parameters after every step, for the tests to compare

@@ -8,6 +8,8 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from paddlemix_eva.convert.keymaps import vision_to_paddlemix
+from paddlemix_eva.convert.shapes import count_blocks, mlp_ratio_for, require_tensor
 from paddlemix_eva.layers import resample_abs_pos_embed
 from paddlemix_eva.models.eva02 import (
     EVA02VisionTransformer,
@@ -15,8 +17,6 @@ from paddlemix_eva.models.eva02 import (
     EVA02VisionTransformerForMIM,
     EVA02VisionTransformerForMIMConfig,
 )
-from paddlemix_eva.convert.keymaps import vision_to_paddlemix
-from paddlemix_eva.convert.shapes import count_blocks, mlp_ratio_for, require_tensor
 
 logger = logging.getLogger(__name__)
 StateDict = Dict[str, np.ndarray]

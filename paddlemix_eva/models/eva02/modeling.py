@@ -14,9 +14,9 @@ import paddle
 import paddle.nn as nn
 
 from paddlemix_eva.layers import init_trunc_normal, resample_checkpoint_pos_embed, scale_gradient
+from paddlemix_eva.models.eva02.configuration import EVA02VisionTransformerConfig, EVA02VisionTransformerForMIMConfig
 from paddlemix_eva.models.modeling_utils import EVAPretrainedModel
 from paddlemix_eva.models.trunk import ViTTrunkMixin
-from paddlemix_eva.models.eva02.configuration import EVA02VisionTransformerConfig, EVA02VisionTransformerForMIMConfig
 
 logger = logging.getLogger(__name__)
 

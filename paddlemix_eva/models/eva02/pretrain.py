@@ -14,12 +14,12 @@ import paddle
 import paddle.nn as nn
 from paddlenlp.transformers import PretrainedConfig
 
-from paddlemix_eva.utils.checkpoint import read_state_dict
 from paddlemix_eva.layers.losses import negative_cosine_loss
-from paddlemix_eva.models.evaclip import EVACLIP, EVACLIPConfig, EVACLIPVisionTransformer
-from paddlemix_eva.models.modeling_utils import EVAPretrainedModel, weight_file_in
 from paddlemix_eva.models.eva02.configuration import EVA02VisionTransformerForMIMConfig
 from paddlemix_eva.models.eva02.modeling import EVA02VisionTransformerForMIM
+from paddlemix_eva.models.evaclip import EVACLIP, EVACLIPConfig, EVACLIPVisionTransformer
+from paddlemix_eva.models.modeling_utils import EVAPretrainedModel, weight_file_in
+from paddlemix_eva.utils.checkpoint import read_state_dict
 
 logger = logging.getLogger(__name__)
 ModelRef = Union[str, Dict[str, Any]]
@@ -173,12 +173,14 @@ class EVA02ForPretrain(EVAPretrainedModel):
             raise ValueError(
                 f"teacher and student patch grids differ: the teacher sees {teacher.visual.config.image_size} px in "
                 f"patches of {teacher.visual.config.patch_size} ({teacher.grid_size}x{teacher.grid_size}), the student "
-                f"{student.image_size} px in patches of {student.patch_size} ({student.grid_size}x{student.grid_size}); "
+                f"{student.image_size} px in patches of {student.patch_size} "
+                f"({student.grid_size}x{student.grid_size}); "
                 "the mask must address the same patches in both"
             )
         if student.predict_feature_dim != teacher.embed_dim:
             raise ValueError(
-                f"student lm_head predicts {student.predict_feature_dim}-d features, the teacher gives {teacher.embed_dim}"
+                f"student lm_head predicts {student.predict_feature_dim}-d features, "
+                f"the teacher gives {teacher.embed_dim}"
             )
 
     def train(self):

@@ -26,8 +26,8 @@ def _refuse(config: PretrainedConfig, flags) -> None:
     for flag in flags:
         if getattr(config, flag, None):
             raise NotImplementedError(
-                f"{type(config).__name__}: `{flag}={getattr(config, flag)!r}` is a PaddleMIX option no released EVA-CLIP "
-                "uses and paddlemix-eva does not implement; remove it from the config"
+                f"{type(config).__name__}: `{flag}={getattr(config, flag)!r}` is a PaddleMIX option no released "
+                "EVA-CLIP uses and paddlemix-eva does not implement; remove it from the config"
             )
 
 

@@ -6,9 +6,9 @@ from typing import Dict, Tuple, Type
 
 import numpy as np
 
-from paddlemix_eva.models.evaclip import EVACLIP, EVACLIPConfig
 from paddlemix_eva.convert.keymaps import clip_to_paddlemix, is_clip_state_dict
 from paddlemix_eva.convert.shapes import count_blocks, mlp_ratio_for, require_tensor
+from paddlemix_eva.models.evaclip import EVACLIP, EVACLIPConfig
 
 logger = logging.getLogger(__name__)
 StateDict = Dict[str, np.ndarray]

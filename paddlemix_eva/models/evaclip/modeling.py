@@ -16,9 +16,9 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddlemix_eva.layers import CLIP_TEXT_NAMES, Block, make_layer_norm, resample_checkpoint_pos_embed
+from paddlemix_eva.models.evaclip.configuration import EVACLIPConfig, EVACLIPTextConfig, EVACLIPVisionConfig
 from paddlemix_eva.models.modeling_utils import EVAPretrainedModel
 from paddlemix_eva.models.trunk import ViTTrunkMixin
-from paddlemix_eva.models.evaclip.configuration import EVACLIPConfig, EVACLIPTextConfig, EVACLIPVisionConfig
 
 logger = logging.getLogger(__name__)
 TEXT_LN_EPS = 1e-5  # OpenAI CLIP text towers use PyTorch's default LayerNorm eps
@@ -91,7 +91,8 @@ class EVACLIPTextTransformer(nn.Layer):
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.width)
         zeros = nn.initializer.Constant(0.0)
-        self.positional_embedding = self.create_parameter([config.context_length, config.width], default_initializer=zeros)
+        self.positional_embedding = self.create_parameter([config.context_length, config.width],
+                                                          default_initializer=zeros)
         self.transformer = TextTransformerStack(config)
         self.ln_final = make_layer_norm(TEXT_LN_EPS)(config.width)
         self.text_projection = self.create_parameter([config.width, config.embed_dim], default_initializer=zeros)
@@ -122,7 +123,8 @@ class EVACLIPTextTransformer(nn.Layer):
                 f"text tower expects token ids [B, <= {self.config.context_length}], got shape {list(input_ids.shape)}"
             )
         length = input_ids.shape[1]
-        x = self.token_embedding(input_ids) + self.positional_embedding[:length].astype(self.token_embedding.weight.dtype)
+        x = (self.token_embedding(input_ids)
+             + self.positional_embedding[:length].astype(self.token_embedding.weight.dtype))
         x = self.transformer(x, self.attn_mask[:length, :length])
         x = self.ln_final(x)
         eot = input_ids.argmax(axis=-1)
@@ -165,8 +167,12 @@ class EVACLIP(EVAPretrainedModel):
 
     @classmethod
     def config_with_depth(cls, fields, depth: int):
-        vision = dict(fields["vision_cfg"])
-        return {**fields, "vision_cfg": {**vision, "layers": depth}}, int(vision["layers"])
+        """Both towers at `depth` blocks; the vision tower's published depth (the image encoder's) is returned."""
+        vision, text = dict(fields["vision_cfg"]), dict(fields.get("text_cfg") or {})
+        reduced = {**fields, "vision_cfg": {**vision, "layers": depth}}
+        if text:
+            reduced["text_cfg"] = {**text, "layers": depth}
+        return reduced, int(vision["layers"])
 
     @classmethod
     def image_encoder(cls, config: EVACLIPConfig):

@@ -16,8 +16,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from paddlemix_eva.utils.checkpoint import CheckpointError, StateDict
 from paddlemix_eva.convert.shapes import count_blocks, mlp_ratio_for, require_tensor
+from paddlemix_eva.utils.checkpoint import CheckpointError, StateDict
 
 logger = logging.getLogger(__name__)
 

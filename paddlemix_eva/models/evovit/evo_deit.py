@@ -20,11 +20,11 @@ import paddle
 import paddle.nn as nn
 
 from paddlemix_eva.layers import init_conv_torch_default, init_trunc_normal, init_zeros, resample_checkpoint_pos_embed
+from paddlemix_eva.models.evovit.configuration import EvoDeiTConfig
+from paddlemix_eva.models.evovit.selection import blend, top_indices, with_cls_row
 from paddlemix_eva.models.modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
 from paddlemix_eva.models.tokens import gather_tokens, scatter_tokens
 from paddlemix_eva.models.trunk import ViTTrunkMixin
-from paddlemix_eva.models.evovit.configuration import EvoDeiTConfig
-from paddlemix_eva.models.evovit.selection import blend, top_indices, with_cls_row
 
 Logits = Union[paddle.Tensor, Tuple[paddle.Tensor, paddle.Tensor]]
 

@@ -20,11 +20,18 @@ import paddle
 import paddle.nn as nn
 
 from paddlemix_eva.layers import init_trunc_normal
+from paddlemix_eva.models.evovit.configuration import EvoLeViTConfig, kept_tokens
+from paddlemix_eva.models.evovit.levit_layers import (
+    LeViTBlock,
+    LeViTDownsample,
+    LeViTStem,
+    NormLinear,
+    fuse_batch_norms,
+    subsample_grid,
+)
+from paddlemix_eva.models.evovit.selection import blend, top_indices
 from paddlemix_eva.models.modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
 from paddlemix_eva.models.tokens import gather_tokens, scatter_tokens
-from paddlemix_eva.models.evovit.configuration import EvoLeViTConfig, kept_tokens
-from paddlemix_eva.models.evovit.levit_layers import LeViTBlock, LeViTDownsample, LeViTStem, NormLinear, fuse_batch_norms, subsample_grid
-from paddlemix_eva.models.evovit.selection import blend, top_indices
 
 logger = logging.getLogger(__name__)
 

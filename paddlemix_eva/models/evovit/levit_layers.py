@@ -12,9 +12,9 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from paddlemix_eva.layers import DropPath, init_ones, init_torch_default, init_trunc_normal, init_zeros
 from paddlemix_eva.tasks.flops import register_attention_products
 from paddlemix_eva.utils import compat
-from paddlemix_eva.layers import DropPath, init_ones, init_torch_default, init_trunc_normal, init_zeros
 
 
 def _init_batch_norm(bn: nn.Layer, weight: float) -> None:

@@ -12,9 +12,9 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from paddlemix_eva.models.evovit.configuration import RegNetConfig
 from paddlemix_eva.models.modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
 from paddlemix_eva.utils import compat
-from paddlemix_eva.models.evovit.configuration import RegNetConfig
 
 
 class ConvNormAct(nn.Layer):

@@ -72,7 +72,8 @@ ENTRIES = [
     _levit("384", 224, top1=80.7),
     _levit("256", 384, top1=81.1),
     _levit("384", 384, top1=82.2),
-    ZooEntry(PREFIX + "regnety_160", REGNET, {**IMAGENET_CLASSIFIER, "image_size": 224}, task="classification", input_size=224,
+    ZooEntry(PREFIX + "regnety_160", REGNET, {**IMAGENET_CLASSIFIER, "image_size": 224}, task="classification",
+             input_size=224,
              notes="DeiT's distillation teacher (timm `regnety_160`, convert with --format timm)",
              extra={WEIGHTS_SOURCE: "timm regnety_160 (PyTorch; convert with --format timm)"}),
 ]

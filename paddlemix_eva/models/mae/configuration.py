@@ -6,8 +6,8 @@ import dataclasses
 import logging
 
 from paddlemix_eva.models.configuration_utils import IMAGENET_PREPROCESSING, ImageClassifierConfig
-from paddlemix_eva.models.trunk import TrunkSpec, ViTShapeMixin
 from paddlemix_eva.models.mae.masking import check_mask_ratio, num_kept_tokens
+from paddlemix_eva.models.trunk import TrunkSpec, ViTShapeMixin
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Dict, Tuple, Type
 
 import numpy as np
 
-from paddlemix_eva.utils.checkpoint import CheckpointError, StateDict
 from paddlemix_eva.convert.keymaps import is_clip_state_dict, vision_to_paddlemix
 from paddlemix_eva.convert.shapes import count_blocks, mlp_ratio_for, require_tensor
+from paddlemix_eva.utils.checkpoint import CheckpointError, StateDict
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +69,14 @@ def infer_architecture(state: StateDict, source: str = "checkpoint") -> Tuple[Ty
     hidden = int(require_tensor(state, "blocks.0.mlp.fc1.weight", source).shape[1])
     fields: Dict[str, object] = dict(
         image_size=grid * patch_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
-        layers=count_blocks(state, r"blocks\.(\d+)\.", source), num_heads=MAE_HEADS.get(embed_dim, max(1, embed_dim // DEFAULT_HEAD_DIM)),
+        layers=count_blocks(state, r"blocks\.(\d+)\.", source),
+        num_heads=MAE_HEADS.get(embed_dim, max(1, embed_dim // DEFAULT_HEAD_DIM)),
         mlp_ratio=mlp_ratio_for(hidden, embed_dim),
     )
     if "decoder_embed.weight" in state:
         decoder_dim = int(state["decoder_embed.weight"].shape[1])
-        fields.update(decoder_embed_dim=decoder_dim, decoder_layers=count_blocks(state, r"decoder_blocks\.(\d+)\.", source),
+        fields.update(decoder_embed_dim=decoder_dim,
+                      decoder_layers=count_blocks(state, r"decoder_blocks\.(\d+)\.", source),
                       decoder_num_heads=max(1, decoder_dim // DECODER_HEAD_DIM))
         logger.info("%s: MAE pre-training model %s; norm_pix_loss cannot be read from weights (default True; the "
                     "official mae_visualize_* models were trained without it)", source, fields)

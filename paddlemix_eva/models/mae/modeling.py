@@ -26,13 +26,13 @@ from paddlemix_eva.layers import (
     init_zeros,
     resample_checkpoint_pos_embed,
 )
-from paddlemix_eva.models.modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
-from paddlemix_eva.models.trunk import ViTTrunkMixin
 from paddlemix_eva.models.mae.configuration import MAEConfig, MAEVisionTransformerConfig
-from paddlemix_eva.models.tokens import gather_tokens
 from paddlemix_eva.models.mae.masking import random_masking
 from paddlemix_eva.models.mae.patches import normalize_patches, patchify
 from paddlemix_eva.models.mae.pos_embed import sincos_2d_table
+from paddlemix_eva.models.modeling_utils import ConvertedWeightsMixin, EVAPretrainedModel
+from paddlemix_eva.models.tokens import gather_tokens
+from paddlemix_eva.models.trunk import ViTTrunkMixin
 
 logger = logging.getLogger(__name__)
 

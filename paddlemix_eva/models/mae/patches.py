@@ -31,7 +31,8 @@ def unpatchify(patches: paddle.Tensor, patch_size: int, in_chans: int = 3) -> pa
     side = int(round(math.sqrt(length)))
     if side * side != length or dim != patch_size * patch_size * in_chans:
         raise ValueError(
-            f"unpatchify expects [N, G*G, {patch_size}*{patch_size}*{in_chans}] patch vectors, got shape {list(patches.shape)}"
+            f"unpatchify expects [N, G*G, {patch_size}*{patch_size}*{in_chans}] patch vectors, "
+            f"got shape {list(patches.shape)}"
         )
     x = patches.reshape([n, side, side, patch_size, patch_size, in_chans]).transpose([0, 5, 1, 3, 2, 4])
     return x.reshape([n, in_chans, side * patch_size, side * patch_size])
