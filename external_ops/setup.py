@@ -32,7 +32,7 @@ SOURCES = [
     for name in (
         "layer_norm_op.cc", "layer_norm_cpu.cc",
         "onednn_loader.cc", "onednn_matmul.cc", "linear_op.cc", "linear_cpu.cc",
-        "swiglu_op.cc", "rope_op.cc", "rope_cpu.cc",
+        "swiglu_op.cc", "rope_op.cc", "rope_cpu.cc", "softmax_op.cc",
     )
 ]
 # -fno-trapping-math lets GCC if-convert (and so vectorise) the clamps of the SIMD exp in csrc/cpu_simd.h; no

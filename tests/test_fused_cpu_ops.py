@@ -265,6 +265,42 @@ def test_swiglu_matches_plain_and_float64(monkeypatch, shape):
     assert np.all(np.isfinite(got)) and np.all(np.isfinite(dgot))
 
 
+# -------------------------------------------------------------------------------------------- softmax
+def softmax_reference(x, dy):
+    x, dy = x.astype(np.float64), dy.astype(np.float64)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    y = e / e.sum(axis=-1, keepdims=True)
+    return y, y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("shape", [[7], [3, 5, 257], [2, 3, 50, 50], [4, 1]])
+def test_softmax_matches_plain_and_float64(monkeypatch, shape):
+    rng = np.random.default_rng(len(shape))
+    xa = (rng.standard_normal(shape) * 6).astype(np.float32)
+    xa.reshape(-1)[:3] = [-1e4, 80.0, -95.0][: min(3, xa.size)]  # far below the peak: exp underflows to ~0
+    dya = rng.standard_normal(shape).astype(np.float32)
+    calls = spy(monkeypatch, elementwise_module, "fused_softmax")
+    (got,), (dgot,) = run(fused.softmax, [tensor(xa)], [dya])
+    assert calls
+    (want,), (dwant,) = run(plain.plain_softmax, [tensor(xa)], [dya])
+    exact, dexact = softmax_reference(xa, dya)
+    width = shape[-1]
+    assert_float32_close(got, want, 2 * width, floor=1.0, err_msg="out vs paddle")
+    assert_float32_close(dgot, dwant, 2 * width, floor=np.abs(dya).max(), err_msg="dx vs paddle")
+    assert_float32_close(got, exact, 2 * width, floor=1.0, err_msg="out vs float64")
+    assert_float32_close(dgot, dexact, 2 * width, floor=np.abs(dya).max(), err_msg="dx vs float64")
+    np.testing.assert_allclose(got.sum(axis=-1), 1.0, rtol=0, atol=width * 1.2e-7)
+
+
+def test_softmax_of_other_dtypes_and_strided_inputs():
+    x = paddle.to_tensor(np.random.default_rng(0).standard_normal([6, 9]))  # float64: the plain kernel
+    np.testing.assert_array_equal(fused.softmax(x).numpy(), plain.plain_softmax(x).numpy())
+    base = paddle.to_tensor(np.random.default_rng(1).standard_normal([9, 6]).astype(np.float32))
+    strided = base.transpose([1, 0])
+    assert_float32_close(fused.softmax(strided).numpy(), plain.plain_softmax(strided).numpy(), 20, floor=1.0)
+    assert not fused.supports_softmax(x) and fused.supports_softmax(base)
+
+
 # ----------------------------------------------------------------------------------------------- RoPE
 def eva_tables(grid: int, dim: int):
     """cos / sin [1 + grid^2, dim] of EVA-02's 2D RoPE, cls row first."""

@@ -35,4 +35,8 @@ paddle::Tensor rope_qkv_split_backward_cpu(const paddle::Tensor& dq, const paddl
                                            const paddle::Tensor& dv, const paddle::Tensor& cos,
                                            const paddle::Tensor& sin, float q_scale);
 
+// softmax over the last axis, and its backward from the output: dx = y * (dy - sum(dy * y))
+paddle::Tensor softmax_forward_cpu(const paddle::Tensor& x);
+paddle::Tensor softmax_backward_cpu(const paddle::Tensor& y, const paddle::Tensor& dy);
+
 }  // namespace paddlemix_eva

@@ -4,12 +4,13 @@ Fused CPU ops (float32, eager; everything else falls back to the plain Paddle ex
 
     linear(x, weight, bias=None, residual=None)   x @ weight + bias + residual: oneDNN GEMMs   (linear.py)
     swiglu(h)                                     silu(h[..., :H]) * h[..., H:]                  (elementwise.py)
+    softmax(x)                                    softmax over the last axis
     rope_qkv(qkv, cos, sin)                       RoPE on q and k of packed qkv [B, N, 3, heads, d]
     rope_qkv_split(qkv, cos, sin, q_scale=1.0)    the same, written as q * q_scale, k, v [B, heads, N, d]
 
-with `supports_linear / supports_swiglu / supports_rope_qkv` predicates, `use_fused=` per call and the process
-switch `set_fused_cpu_ops_enabled` (default: `PADDLEMIX_EVA_DISABLE_FUSED_CPU_OPS`, switch.py); `onednn_info()`
-says which oneDNN the linear op found.
+with `supports_linear / supports_swiglu / supports_softmax / supports_rope_qkv` predicates, `use_fused=` per call
+and the process switch `set_fused_cpu_ops_enabled` (default: `PADDLEMIX_EVA_DISABLE_FUSED_CPU_OPS`, switch.py);
+`onednn_info()` says which oneDNN the linear op found.
 
 FusedLayerNorm: `paddle.nn.LayerNorm` whose forward and backward are one custom op each (C++ on CPU, CUDA).
 
@@ -35,14 +36,23 @@ import paddle.nn.functional as F
 
 from paddlemix_eva_ops_lib import fused_layer_norm as fused_layer_norm_op  # the compiled op (setup.py)
 
-from .elementwise import rope_qkv, rope_qkv_split, supports_rope_qkv, supports_swiglu, swiglu  # noqa: E402
+from .elementwise import (  # noqa: E402
+    rope_qkv,
+    rope_qkv_split,
+    softmax,
+    supports_rope_qkv,
+    supports_softmax,
+    supports_swiglu,
+    swiglu,
+)
 from .linear import linear, supports_linear  # noqa: E402
 from .onednn import OneDNNInfo, onednn_info  # noqa: E402
 from .switch import DISABLE_FUSED_CPU_OPS_ENV, fused_cpu_ops_enabled, set_fused_cpu_ops_enabled  # noqa: E402
 
 __all__ = [
     "FusedLayerNorm", "fused_layer_norm", "fused_layer_norm_op", "supports",
-    "linear", "supports_linear", "swiglu", "supports_swiglu", "rope_qkv", "rope_qkv_split", "supports_rope_qkv",
+    "linear", "supports_linear", "swiglu", "supports_swiglu", "softmax", "supports_softmax",
+    "rope_qkv", "rope_qkv_split", "supports_rope_qkv",
     "onednn_info", "OneDNNInfo", "fused_cpu_ops_enabled", "set_fused_cpu_ops_enabled", "DISABLE_FUSED_CPU_OPS_ENV",
 ]
 

@@ -1,6 +1,7 @@
 """Fused CPU SwiGLU and RoPE ops (float32, eager), one multi-threaded SIMD pass per direction.
 
     swiglu(h)                      h [..., 2H] -> silu(h[..., :H]) * h[..., H:]   (the gate is the first half)
+    softmax(x)                     softmax over the last axis (attention probabilities)
     rope_qkv(qkv, cos, sin)        packed qkv [B, N, 3, heads, d]: q and k rotated (EVA-02's interleaved pairs,
                                    `paddlemix_eva.layers.rope.apply_rope_elementwise`), v unchanged
     rope_qkv_split(qkv, cos, sin, q_scale=1.0)
@@ -17,13 +18,14 @@ from typing import Optional, Tuple
 
 import paddle
 
-from paddlemix_eva_ops_lib import fused_rope_qkv, fused_rope_qkv_split, fused_swiglu
+from paddlemix_eva_ops_lib import fused_rope_qkv, fused_rope_qkv_split, fused_softmax, fused_swiglu
 
 from ._eager import dense, eager_cpu_float32, report_fallback, where
-from .plain import plain_rope_qkv, plain_rope_qkv_split, plain_swiglu
+from .plain import plain_rope_qkv, plain_rope_qkv_split, plain_softmax, plain_swiglu
 from .switch import resolve
 
-__all__ = ["swiglu", "supports_swiglu", "rope_qkv", "rope_qkv_split", "supports_rope_qkv"]
+__all__ = ["swiglu", "supports_swiglu", "softmax", "supports_softmax", "rope_qkv", "rope_qkv_split",
+           "supports_rope_qkv"]
 
 
 def supports_swiglu(h: paddle.Tensor) -> bool:
@@ -39,6 +41,21 @@ def swiglu(h: paddle.Tensor, *, use_fused: Optional[bool] = None) -> paddle.Tens
     if resolve(use_fused) and not eager_cpu_float32(h):
         report_fallback("fused swiglu", where(h), "using F.silu(a) * b")
     return plain_swiglu(h)
+
+
+def supports_softmax(x: paddle.Tensor) -> bool:
+    """Whether `softmax` would run the fused op on x (ignoring the on/off switch)."""
+    return eager_cpu_float32(x) and x.ndim >= 1
+
+
+@paddle.jit.not_to_static  # traced programs get the plain expression's ops, not a converted copy of this
+def softmax(x: paddle.Tensor, *, use_fused: Optional[bool] = None) -> paddle.Tensor:
+    """Softmax over the last axis; differentiable in x."""
+    if resolve(use_fused) and supports_softmax(x):
+        return fused_softmax(dense(x))
+    if resolve(use_fused) and not eager_cpu_float32(x):
+        report_fallback("fused softmax", where(x), "using F.softmax")
+    return plain_softmax(x)
 
 
 def _tables_fit(qkv: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor) -> bool:

@@ -8,7 +8,8 @@ from typing import Optional, Tuple
 import paddle
 import paddle.nn.functional as F
 
-__all__ = ["plain_linear", "plain_swiglu", "rotate_pairs", "plain_rope", "plain_rope_qkv", "plain_rope_qkv_split"]
+__all__ = ["plain_linear", "plain_swiglu", "plain_softmax", "rotate_pairs", "plain_rope", "plain_rope_qkv",
+           "plain_rope_qkv_split"]
 
 
 def plain_linear(x: paddle.Tensor, weight: paddle.Tensor, bias: Optional[paddle.Tensor] = None,
@@ -20,6 +21,10 @@ def plain_linear(x: paddle.Tensor, weight: paddle.Tensor, bias: Optional[paddle.
 def plain_swiglu(h: paddle.Tensor) -> paddle.Tensor:
     gate, value = paddle.split(h, 2, axis=-1)
     return F.silu(gate) * value
+
+
+def plain_softmax(x: paddle.Tensor) -> paddle.Tensor:
+    return F.softmax(x, axis=-1)
 
 
 def rotate_pairs(x: paddle.Tensor) -> paddle.Tensor:

