@@ -1,4 +1,6 @@
 """The CPU fast paths: fused CPU attention (inference only) and the Paddle Inference backend."""
+import os
+
 import numpy as np
 import paddle
 import pytest
@@ -160,3 +162,25 @@ def test_missing_export_directory_is_named(tmp_path):
         load_exported(str(tmp_path))
     with pytest.raises(ValueError, match="dtype must be one of"):
         export_model(paddle.nn.Linear(2, 2), str(tmp_path / "x"), dtype="int8")
+
+
+def test_predictors_leave_the_eager_thread_setting_alone():
+    """Paddle Inference sets MKL to one thread when a predictor is built and run; the eager kernels chosen here
+    (all cores by default) get their setting back."""
+    import ctypes
+    import glob
+
+    from paddlemix_eva import zoo
+    from paddlemix_eva.tasks.export import compile_for_cpu
+    from paddlemix_eva.utils import runtime
+
+    found = glob.glob(os.path.join(os.path.dirname(paddle.__file__), "libs", "libmklml_intel.so"))
+    if not found:
+        pytest.skip("this Paddle wheel ships no libmklml_intel.so to read MKL's thread count from")
+    mkl = ctypes.CDLL(found[0])
+    runtime.set_cpu_threads(2)
+    model = zoo.get_model("eva02_Ti_pt_in21k_ft_in1k_p14", image_size=28, layers=1).eval()
+    predictor = compile_for_cpu(model, num_threads=1)
+    assert mkl.MKL_Get_Max_Threads() == 2
+    predictor(np.zeros([1, 3, 28, 28], np.float32))
+    assert mkl.MKL_Get_Max_Threads() == 2

@@ -30,6 +30,7 @@ import paddle.nn as nn
 from paddlemix_eva.models.modeling_utils import EXPORT_MARKER
 from paddlemix_eva.utils import compat
 from paddlemix_eva.utils.logs import native_output_hidden
+from paddlemix_eva.utils.runtime import keeps_eager_threads
 
 logger = logging.getLogger(__name__)
 
@@ -115,19 +116,20 @@ class CPUPredictor:
         self.onednn = bool(config.onednn_enabled())
         self.bf16 = bool(bf16)
         self._first_run = True
-        with native_output_hidden():
+        with native_output_hidden(), keeps_eager_threads():
             self._predictor = inference.create_predictor(config)
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         self._input.copy_from_cpu(np.ascontiguousarray(images, dtype=np.float32))
-        if self._first_run:  # oneDNN passes print diagnostics on the first run
-            with native_output_hidden():
+        with keeps_eager_threads():
+            if self._first_run:  # oneDNN passes print diagnostics on the first run
+                with native_output_hidden():
+                    self._predictor.run()
+                self._first_run = False
+            else:
                 self._predictor.run()
-            self._first_run = False
-        else:
-            self._predictor.run()
         return self._output.copy_to_cpu()
 
     def __repr__(self) -> str:
