@@ -33,7 +33,8 @@ import numpy as np
 import paddle
 
 from paddlemix_eva import layers
-from paddlemix_eva.utils.runtime import set_cpu_threads, tune_glibc_malloc
+from paddlemix_eva.utils import runtime
+from paddlemix_eva.utils.runtime import set_cpu_threads
 
 from timing import (
     add_timing_arguments,
@@ -131,12 +132,13 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--matmul-attention",
         action="store_true",
-        help="our models without the fused CPU attention kernel (sets " + layers.DISABLE_CPU_FUSED_ATTENTION_ENV + ")",
+        help="our models without the fused CPU attention kernel (switches.CPU_FUSED_ATTENTION off)",
     )
     parser.add_argument(
-        "--tune-malloc",
+        "--default-malloc",
         action="store_true",
-        help="paddlemix_eva.utils.runtime.tune_glibc_malloc() first (affects timm and ours alike)",
+        help="keep glibc's allocator defaults (the library raises its thresholds at the first model built, which "
+             "then serves timm in this process too)",
     )
     parser.add_argument("--no-timm", action="store_true", help="time our backends only")
     args = parse_timing_arguments(parser, argv)
@@ -164,10 +166,9 @@ def main(argv=None) -> int:
             args.backends.remove("inference-bf16")
 
     if args.matmul_attention:
-        os.environ[layers.DISABLE_CPU_FUSED_ATTENTION_ENV] = "1"
-        layers.cpu_fused_attention_available.cache_clear()
-    if args.tune_malloc and not tune_glibc_malloc():
-        logger.warning("--tune-malloc: mallopt is not available here; running with the default allocator settings")
+        layers.switches.CPU_FUSED_ATTENTION.set(False)
+    if args.default_malloc:
+        os.environ[runtime.TUNE_MALLOC_ENV] = "0"
     set_cpu_threads(args.threads)  # eager CPU kernels; the predictor gets its threads from its config
     timm = None
     if not args.no_timm:
@@ -180,9 +181,10 @@ def main(argv=None) -> int:
         import torch
 
         versions += f", torch {torch.__version__}, timm {timm.__version__}"
-    logger.info("%s, %d threads, batches %s, %s, MKL_DEBUG_CPU_TYPE=%s, CPU fused attention %s, malloc tuning %s",
+    logger.info("%s, %d threads, batches %s, %s, MKL_DEBUG_CPU_TYPE=%s, CPU fused attention %s, malloc %s",
                 cpu_name(), args.threads, args.batches, versions, os.environ.get("MKL_DEBUG_CPU_TYPE", "unset"),
-                "on" if layers.cpu_fused_attention_available() else "off", "on" if args.tune_malloc else "off")
+                "on" if layers.cpu_fused_attention_available() else "off",
+                "glibc defaults" if args.default_malloc else "the library's (raised thresholds)")
 
     rows = []
     for tag in args.models:
