@@ -63,6 +63,15 @@ def check_format(state: StateDict, fmt: str, source: str = "checkpoint") -> None
                               f"{proven}")
 
 
+def convert_mapped(state: StateDict, fmt: str, source: str, to_paddlemix, infer):
+    """The EVA-02 / EVA-CLIP plug-ins' `convert`: check the format, map the keys to PaddleMIX's
+    (`to_paddlemix(state, fmt)`), read the architecture from the shapes (`infer(state, source)`)."""
+    check_format(state, fmt, source)
+    state = to_paddlemix(state, fmt)
+    model_class, config = infer(state, source)
+    return model_class, config, state
+
+
 def convert_state_dict(state: StateDict, fmt: str, source: str = "checkpoint") -> StateDict:
     """Map an EVA-02 / EVA-CLIP checkpoint's keys and layouts to PaddleMIX names (no architecture checks)."""
     check_format(state, fmt, source)

@@ -153,9 +153,11 @@ class EVAPretrainedModel(PretrainedModel):
 
     @classmethod
     def check_state_dict(
-        cls, state_dict: Dict[str, np.ndarray], expected: Dict[str, Sequence[int]], source: str, strict: bool = True
+        cls, state_dict: Dict[str, np.ndarray], expected: Dict[str, Sequence[int]], source: str, strict: bool = True,
+        new_head: bool = False,
     ) -> Dict[str, np.ndarray]:
-        """Compare keys and shapes with the model; raise with the offending keys, log what is dropped or missing."""
+        """Compare keys and shapes with the model; raise with the offending keys, log what is dropped or missing.
+        `new_head` (the caller asked for another `num_classes`): head keys of another shape are initialised afresh."""
         foreign = sorted(k for k in state_dict if any(f in k for f in _FOREIGN_LAYOUT))
         if foreign and not any(k in expected for k in foreign):
             raise CheckpointError(
@@ -163,7 +165,7 @@ class EVAPretrainedModel(PretrainedModel):
                 "first: `paddlemix-eva convert SRC --format official|timm|open_clip --out DIR`"
             )
         reshaped = [k for k, v in state_dict.items() if k in expected and list(v.shape) != list(expected[k])]
-        renewed = [k for k in reshaped if _matches(k, cls._optional_checkpoint_keys)]  # e.g. a head for new labels
+        renewed = [k for k in reshaped if new_head and _matches(k, cls._optional_checkpoint_keys)]
         if renewed:
             logger.warning("%s: %s have other shapes than this model's (%s): a new label set, initialised afresh",
                            source, describe_keys(renewed), ", ".join(
@@ -236,7 +238,8 @@ class EVAPretrainedModel(PretrainedModel):
         state_dict = read_state_dict(weights)
         state_dict = cls.adapt_state_dict(state_dict, config, weights)
         expected = cls._expected_shapes(config)
-        state_dict = cls.check_state_dict(state_dict, expected, weights, strict=strict)
+        state_dict = cls.check_state_dict(state_dict, expected, weights, strict=strict,
+                                          new_head="num_classes" in config_overrides)
         with quiet_paddlenlp():  # its report of this load repeats what check_state_dict said
             model = super().from_pretrained(model_dir, *args, config=config, state_dict=state_dict, **kwargs)
         logger.info("%s loaded from %s", cls.__name__, weights)

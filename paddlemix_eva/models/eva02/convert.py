@@ -30,12 +30,9 @@ def detect(state: StateDict) -> bool:
 
 
 def convert(state: StateDict, fmt: str, source: str):
-    from paddlemix_eva.convert import check_format
+    from paddlemix_eva.convert import convert_mapped
 
-    check_format(state, fmt, source)
-    state = vision_to_paddlemix(state, fmt)
-    model_class, config = infer_eva02(state, source)
-    return model_class, config, state
+    return convert_mapped(state, fmt, source, vision_to_paddlemix, infer_eva02)
 
 
 def infer_eva02(state: StateDict, source: str = "checkpoint") -> Tuple[Type, EVA02VisionTransformerConfig]:

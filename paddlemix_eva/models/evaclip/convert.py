@@ -24,12 +24,9 @@ def detect(state: StateDict) -> bool:
 
 
 def convert(state: StateDict, fmt: str, source: str):
-    from paddlemix_eva.convert import check_format
+    from paddlemix_eva.convert import convert_mapped
 
-    check_format(state, fmt, source)
-    state = clip_to_paddlemix(state, fmt)
-    model_class, config = infer_evaclip(state, source)
-    return model_class, config, state
+    return convert_mapped(state, fmt, source, clip_to_paddlemix, infer_evaclip)
 
 
 def infer_evaclip(state: StateDict, source: str = "checkpoint") -> Tuple[Type, EVACLIPConfig]:
