@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py                          # Ti and S classifiers at 224, batch 8, and the MIM step
     python benchmarks/bench_train.py --models Ti --batches 8 --runs 6 --no-mim
     python benchmarks/bench_train.py --memory                 # also peak memory, one subprocess per measurement
+    python benchmarks/bench_train.py --models= --no-mim       # only the patch-dropout case
 
 A classifier step is forward + cross-entropy + backward + AdamW step + zeroing the gradients, in train mode
 (float32, random weights and labels; timm: `eva02_{tiny,small}_patch14_224`, 1000 classes). The MIM step is
@@ -13,6 +14,11 @@ trained on the negative cosine to the targets at the masked positions. The PyTor
 token and an `lm_head`). Ours runs with the training runtime settings of our scripts
 (`runtime.configure_training_runtime`). Peak memory is the growth of the process's maximum resident set over
 warm-up and timed steps, each measurement in its own process (`--memory`).
+
+The patch-dropout case (`--no-patch-dropout` skips it) times one EVA-CLIP image-tower training step with FLIP patch
+dropout off and at `--patch-dropout` (0.5, the paper's): EVA02-CLIP-B-16's tower (RoPE, SwiGLU + sub-LN, inner LN)
+cut to 4 blocks at 224, random weights, forward + CLIP loss against fixed random text features + backward + AdamW
+(ours only; the saving is the ratio of the two).
 """
 from __future__ import annotations
 
@@ -40,6 +46,8 @@ TIMM = {"Ti": "eva02_tiny_patch14_224", "S": "eva02_small_patch14_224"}
 #: the MIM teacher: EVA01-CLIP-g/14's block structure (GELU MLP, 88-d heads, no RoPE) at width 352, 4 blocks
 TEACHER = dict(width=352, layers=4, head_width=88, mlp_ratio=4.3637, embed_dim=1024)
 MASKED_PATCHES = 105
+#: the patch-dropout case: EVA02-CLIP-B-16's image tower at 224, cut to PD_DEPTH blocks
+PD_MODEL, PD_DEPTH = "EVA02-CLIP-B-16", 4
 
 logger = logging.getLogger("bench_train")
 
@@ -95,6 +103,57 @@ def paddle_mim_step(batch: int) -> Callable[[], float]:
         return float(loss)
 
     return step
+
+
+def paddle_clip_vision_step(batch: int, patch_dropout: float) -> Callable[[], float]:
+    """One training step of EVA02-CLIP-B-16's image tower (PD_DEPTH blocks) with patch dropout at `patch_dropout`:
+    forward, CLIP loss against fixed random unit text features, backward, AdamW."""
+    from paddlemix_eva.layers.losses import l2_normalize
+    from paddlemix_eva.models.evaclip import EVACLIPVisionConfig, EVACLIPVisionTransformer
+    from paddlemix_eva.models.evaclip.zoo_table import ENTRIES
+
+    (entry,) = [e for e in ENTRIES if e.full_name.endswith("/" + PD_MODEL)]
+    fields = {**entry.config["vision_cfg"], "embed_dim": entry.config["embed_dim"], "layers": PD_DEPTH}
+    paddle.seed(0)
+    model = EVACLIPVisionTransformer(EVACLIPVisionConfig(**fields))
+    model.init_parameters()
+    model.set_patch_dropout(patch_dropout)
+    model.train()
+    optimizer = paddle.optimizer.AdamW(learning_rate=1e-4, parameters=model.parameters(), weight_decay=0.05)
+    rng = np.random.default_rng(0)
+    images = paddle.to_tensor(rng.standard_normal((batch, 3, 224, 224)).astype(np.float32))
+    text = l2_normalize(paddle.to_tensor(rng.standard_normal((batch, fields["embed_dim"])).astype(np.float32)))
+    labels = paddle.arange(batch)
+
+    def step() -> float:
+        logits = 100.0 * l2_normalize(model(images)) @ text.T
+        loss = (paddle.nn.functional.cross_entropy(logits, labels)
+                + paddle.nn.functional.cross_entropy(logits.T, labels)) / 2
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        return float(loss)
+
+    return step
+
+
+def patch_dropout_rows(args) -> list:
+    """[step, input, batch, s/step without, s/step with, speed-up] per batch size, both runners timed together."""
+    from paddlemix_eva.layers import num_kept_patches
+
+    rows = []
+    patches = (224 // 16) ** 2
+    tokens = 1 + num_kept_patches(patches, args.patch_dropout)
+    for batch in args.batches:
+        runners = {rate: paddle_clip_vision_step(batch, rate) for rate in (0.0, args.patch_dropout)}
+        times = time_in_rounds(runners, args.warmup, args.runs, args.rounds)
+        off, on = statistics.median(times[0.0]), statistics.median(times[args.patch_dropout])
+        rows.append([f"{PD_MODEL} image tower, {PD_DEPTH} blocks", "224", str(batch), f"{off:.3f}", f"{on:.3f}",
+                     f"{off / on:.2f}"])
+        logger.info("patch dropout b%d: %.3f s/step at 0 (%d tokens), %.3f s/step at %g (%d tokens), speed-up %.2f",
+                    batch, off, 1 + patches, on, args.patch_dropout, tokens, off / on)
+        del runners
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------- timm
@@ -215,6 +274,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="Ti,S", help="classifiers, comma-separated, from: " + ",".join(ZOO))
     parser.add_argument("--no-mim", action="store_true", help="skip the MIM pre-training step")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (one process each)")
+    parser.add_argument("--no-patch-dropout", action="store_true", help="skip the EVA-CLIP patch-dropout case")
+    parser.add_argument("--patch-dropout", type=float, default=0.5, help="the ratio it is timed at (vs 0)")
     add_timing_arguments(parser, batches="8", warmup=2, runs=6)
     args = parse_timing_arguments(parser, argv)
     setup_logging()
@@ -222,6 +283,8 @@ def main(argv=None) -> int:
     for model in args.models:
         if model not in ZOO:
             parser.error(f"unknown model {model!r}; choose from {', '.join(ZOO)}")
+    if not 0 < args.patch_dropout < 1:
+        parser.error("--patch-dropout must be in (0, 1)")
     configure(args.threads)
     timm = import_timm()
     import torch
@@ -251,7 +314,15 @@ def main(argv=None) -> int:
     if args.memory:
         header += ["ours peak MiB", "PyTorch peak MiB"]
         align += "rr"
-    logger.info("\n%s", markdown_table(header, align, rows, args.markdown))
+    if rows:
+        logger.info("\n%s", markdown_table(header, align, rows, args.markdown))
+    if not args.no_patch_dropout:
+        pd_rows = patch_dropout_rows(args)
+        pd_header = ["step (ours)", "input", "batch", "patch_dropout 0 s", f"patch_dropout {args.patch_dropout:g} s",
+                     "speed-up"]
+        markdown = args.markdown and (args.markdown + ".patch_dropout.md" if rows else args.markdown)
+        logger.info("%s, %d threads\n%s", cpu_name(), args.threads,
+                    markdown_table(pd_header, "llrrrr", pd_rows, markdown))
     return 0
 
 

@@ -7,12 +7,12 @@ import sys
 
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 import pytest
 from PIL import Image
 
 from paddlemix_eva.data.datasets import ImageFolder, ImageTextManifest
 from paddlemix_eva.data.transforms import EvalTransform, RandomResizedCropTransform
-from paddlemix_eva.layers.losses import clip_contrastive_loss
 from paddlemix_eva.models import EVACLIP, EVACLIPConfig
 from paddlemix_eva.models.evaclip import get_tokenizer
 from paddlemix_eva.tasks import zeroshot
@@ -173,35 +173,78 @@ def test_zero_shot_script(trained, colour_data, tmp_path):
     assert result.returncode != 0 and "must contain '{}'" in result.stderr
 
 
-def _run_single_process_reference():
+def _simulated_ranks(local_loss: bool, gather_with_grad: bool, world: int = 2):
+    """What `world` data-parallel ranks compute, in one process and straight from open_clip's definitions: rank r's
+    loss over its own rows (`local_loss`) or the whole batch, with the other ranks' features constants unless
+    gathered with their gradients; data parallel then averages the gradients, i.e. differentiates the mean of the
+    ranks' losses. Returns rank 0's loss and the gradients."""
     sys.path.insert(0, DIST_DIR)
     from clip_fixture import global_batch, tiny_clip
 
     model = tiny_clip()
     images, ids = global_batch()
     out = model(paddle.to_tensor(images), paddle.to_tensor(ids))
-    loss = clip_contrastive_loss(out["image_features"], out["text_features"], out["logit_scale"])
-    loss.backward()
-    return float(loss), {n: p.grad.numpy() for n, p in model.named_parameters()}
+    img, txt, scale = out["image_features"], out["text_features"], out["logit_scale"]
+    rows = img.shape[0] // world
+    losses = []
+    for rank in range(world):
+        own = slice(rank * rows, (rank + 1) * rows)
+
+        def gathered(features):
+            if gather_with_grad:
+                return features
+            parts = [features[r * rows:(r + 1) * rows].detach() for r in range(world)]
+            if not local_loss:  # open_clip puts the rank's own features back, with their gradient
+                parts[rank] = features[own]
+            return paddle.concat(parts)
+
+        all_img, all_txt = gathered(img), gathered(txt)
+        if local_loss:
+            labels = paddle.arange(rows, dtype="int64") + rank * rows
+            per_image, per_text = scale * img[own] @ all_txt.T, scale * txt[own] @ all_img.T
+        else:
+            labels = paddle.arange(img.shape[0], dtype="int64")
+            per_image = scale * all_img @ all_txt.T
+            per_text = per_image.T
+        losses.append((F.cross_entropy(per_image, labels) + F.cross_entropy(per_text, labels)) / 2)
+    (paddle.add_n(losses) / world).backward()
+    return float(losses[0]), {n: p.grad.numpy() for n, p in model.named_parameters()}
 
 
 @pytest.mark.slow
-def test_two_process_loss_and_gradients_equal_one_process(tmp_path):
+def test_two_process_loss_and_gradients_follow_open_clip_definitions(tmp_path):
+    """Every `--local_loss` / `--gather_with_grad` setting on 2 processes gives the loss and the data-parallel
+    gradients its definition gives on the global batch; with gathered gradients both equal the one-process loss's."""
+    sys.path.insert(0, DIST_DIR)
+    from clip_fixture import LOSS_SETTINGS
+
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
            str(tmp_path / "log"), os.path.join(DIST_DIR, "clip_loss_check.py"), str(tmp_path)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
     logs = "".join(p.read_text() for p in (tmp_path / "log").glob("workerlog.*")) if (tmp_path / "log").exists() else ""
     assert result.returncode == 0, (result.stderr[-2000:], logs[-3000:])
-    dist_result = np.load(tmp_path / "dist.npz")
-    loss, grads = _run_single_process_reference()
-    # each gradient element sums over the 8 x 77 text positions (5 image tokens) and the 8 x 8 logits, in another
-    # order on 2 processes: 1024 terms bounds the float32 reordering error; a wrong gather or scale is O(1). The
-    # key biases' gradients are zero up to rounding (softmax cancels them): their scale is that of the terms, at
-    # least 1e-3 of the largest gradient
-    assert_float32_close(dist_result["loss"], loss, terms=1024)
-    largest = max(float(np.abs(g).max()) for g in grads.values())
-    for name, grad in grads.items():
-        assert_float32_close(dist_result[name], grad, terms=1024, floor=1e-3 * largest, err_msg=name)
+    references = {}
+    for local_loss, gather_with_grad in LOSS_SETTINGS:
+        dist_result = np.load(tmp_path / f"dist_{int(local_loss)}{int(gather_with_grad)}.npz")
+        loss, grads = references[local_loss, gather_with_grad] = _simulated_ranks(local_loss, gather_with_grad)
+        # each gradient element sums over the 8 x 77 text positions (5 image tokens) and the 8 x 8 logits, in
+        # another order on 2 processes: 1024 terms bounds the float32 reordering error; a wrong gather or scale is
+        # O(1). The key biases' gradients are zero up to rounding (softmax cancels them): their scale is that of
+        # the terms, at least 1e-3 of the largest gradient
+        setting = f"local_loss={local_loss}, gather_with_grad={gather_with_grad}"
+        assert_float32_close(dist_result["loss"], loss, terms=1024, err_msg=setting)
+        largest = max(float(np.abs(g).max()) for g in grads.values())
+        for name, grad in grads.items():
+            assert_float32_close(dist_result[name], grad, terms=1024, floor=1e-3 * largest,
+                                 err_msg=f"{setting}: {name}")
+    # gathered gradients: exactly the one-process gradients of the global loss, whichever rows a rank scores
+    exact, local_exact = references[False, True][1], references[True, True][1]
+    largest = max(float(np.abs(g).max()) for g in exact.values())
+    for name in exact:
+        assert_float32_close(local_exact[name], exact[name], terms=1024, floor=1e-3 * largest, err_msg=name)
+    # without them the cross-rank terms are missing: the settings must really differ
+    name = "visual.head.weight"
+    assert not np.allclose(references[False, False][1][name], exact[name], rtol=1e-2, atol=0)
 
 
 def test_weight_decay_only_on_matrices():

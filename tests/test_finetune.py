@@ -183,7 +183,8 @@ def test_mim_weights_load_into_a_larger_classifier_with_a_warning(tmp_path, capl
 # ------------------------------------------------------------------------------------ training
 def test_collator_gives_soft_targets():
     collate = ClassificationCollator(num_classes=4, smoothing=0.2)
-    batch = collate([(np.zeros((3, 8, 8), np.float32), 1), (np.ones((3, 8, 8), np.float32), 3)])
+    batch = {k: paddle.to_tensor(v) for k, v in collate([(np.zeros((3, 8, 8), np.float32), 1),
+                                                        (np.ones((3, 8, 8), np.float32), 3)]).items()}
     np.testing.assert_allclose(batch["labels"].numpy(), [[0.05, 0.85, 0.05, 0.05], [0.05, 0.05, 0.05, 0.85]])
     logits = paddle.to_tensor([[0.0, 2.0, 0.0, 0.0], [1.0, 0.0, 0.0, 3.0]])
     log_p = paddle.nn.functional.log_softmax(logits, -1).numpy()

@@ -404,7 +404,7 @@ def test_dataset_masking_noise_is_a_function_of_seed_epoch_and_index(image_dir):
     data.set_epoch(1)
     assert not np.array_equal(data[3][1], noise)
     batch = collate_mae([data[0], data[1]])
-    assert batch["image"].shape == [2, 3, 32, 32] and batch["noise"].shape == [2, 16]
+    assert batch["image"].shape == (2, 3, 32, 32) and batch["noise"].shape == (2, 16)
 
 
 def test_a_few_pretraining_steps_lower_the_loss(image_dir, tmp_path):

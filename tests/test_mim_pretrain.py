@@ -161,7 +161,8 @@ def test_global_batches_do_not_depend_on_the_process_count(image_dir):
 def test_loss_is_negative_mean_cosine_over_masked_tokens(image_dir):
     paddle.seed(0)
     model = EVA02ForPretrain(tiny_config())
-    batch = collate_mim([MIMPretrainDataset(str(image_dir))[i] for i in range(2)])
+    batch = {k: paddle.to_tensor(v) for k, v in collate_mim([MIMPretrainDataset(str(image_dir))[i]
+                                                             for i in range(2)]).items()}
     out = model(**batch)
     mask = batch["bool_masked_pos"].numpy().reshape(2, -1)
     with paddle.no_grad():

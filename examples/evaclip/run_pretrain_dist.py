@@ -1,51 +1,29 @@
-"""Contrastive image-text training of EVA-CLIP with the PaddleNLP Trainer.
+"""EVA-CLIP contrastive training with the PaddleNLP Trainer and PaddleMIX's flags (`paddlemix_eva.trainer.clip`).
 
-    python -m paddle.distributed.launch --nproc_per_node 2 examples/evaclip/run_pretrain_dist.py \
-        --model paddlemix/EVA/EVA02-CLIP-B-16 --train_data pairs.jsonl --output_dir output/evaclip \
-        --per_device_train_batch_size 32 --learning_rate 5e-4 --weight_decay 0.05 --warmup_steps 500 \
-        --num_train_epochs 10 --dataloader_num_workers 2
+    python -m paddle.distributed.launch --nproc_per_node 8 examples/evaclip/run_pretrain_dist.py \
+        --model paddlemix/EVA/EVA02-CLIP-B-16 --train_data annotations/coco_karpathy_train.json \
+        --image_root coco --output_dir output/evaclip --optimizer lamb --warmup_steps 2000 \
+        --learning_rate 5e-4 --visual_lr 2e-4 --text_lr 2e-5 --weight_decay 0.05 --visual_wd 0.05 --text_wd 0.05 \
+        --layer_decay 1.0 --visual_ld 0.75 --text_ld 0.75 --max_grad_norm 5.0 --num_train_epochs 200 \
+        --sharding_parallel_degree 8 --sharding stage2 --local_loss true --gather_with_grad true \
+        --classification_eval imagenet/val --per_device_train_batch_size 16 --per_device_eval_batch_size 8
 
-`--train_data` is a JSONL (`{"image": path, "caption": text}` per line) or CSV manifest (header with `image` and
-`caption`); unreadable images are logged and replaced by the next readable pair. The loss uses the global batch
-across data-parallel ranks. Checkpoints in `--output_dir` reload with `EVACLIP.from_pretrained`.
+`--train_data` is a Karpathy-format JSON (PaddleMIX's default COCO data), a JSONL/CSV manifest of (image,
+caption), or webdataset tar shards (`shards/{00000..00127}.tar` or a .txt listing them; then give --max_steps).
+Unreadable or caption-less samples are logged and skipped. The loss runs over the global batch across
+data-parallel ranks. `--pretrained_visual_model` / `--pretrained_text_model` start the towers from other models;
+`--patch_dropout 0.5` is FLIP's token dropout. Checkpoints in `--output_dir` reload with `EVACLIP.from_pretrained`.
 """
-from dataclasses import dataclass, field
-from typing import Optional
-
 import paddlemix_eva  # noqa: F401  (before paddle: CPU backend settings)
 
 # isort: split
-from paddlenlp.trainer import PdArgumentParser
-
-from paddlemix_eva.trainer.base import EVATrainingArguments
-from paddlemix_eva.trainer.clip import run_clip_pretraining
-from paddlemix_eva.utils.errors import exit_on_bad_input
-
-
-@dataclass
-class ModelArguments:
-    model: str = field(default="paddlemix/EVA/EVA02-CLIP-B-16", metadata={"help": "zoo name or model directory"})
-    from_scratch: bool = field(
-        default=False, metadata={"help": "build from the model's config with upstream init instead of its weights"}
-    )
-
-
-@dataclass
-class DataArguments:
-    train_data: str = field(default=None, metadata={"help": "JSONL or CSV manifest of (image path, caption)"})
-    image_key: str = field(default="image", metadata={"help": "manifest field holding the image path"})
-    caption_key: str = field(default="caption", metadata={"help": "manifest field holding the caption"})
-    input_size: Optional[int] = field(default=None, metadata={"help": "training resolution (default: the model's)"})
-    crop_scale_min: float = field(default=0.9, metadata={"help": "lower area bound of the random resized crop"})
-
-
-def main():
-    parser = PdArgumentParser((ModelArguments, DataArguments, EVATrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    if not data_args.train_data:
-        parser.error("--train_data is required")
-    run_clip_pretraining(model_args, data_args, training_args)
-
+from paddlemix_eva.trainer.base import run_from_command_line
+from paddlemix_eva.trainer.clip import (
+    CLIPDataArguments,
+    CLIPModelArguments,
+    CLIPTrainingArguments,
+    run_clip_pretraining,
+)
 
 if __name__ == "__main__":
-    exit_on_bad_input(main)
+    run_from_command_line(run_clip_pretraining, CLIPModelArguments, CLIPDataArguments, CLIPTrainingArguments)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
-import paddle
 
 from paddlemix_eva.data.augment import build_train_transform
 from paddlemix_eva.data.datasets import SeededImageDataset
@@ -44,7 +43,8 @@ class MAEPretrainDataset(SeededImageDataset):
         return image, rng.random(self.num_patches, dtype=np.float32)
 
 
-def collate_mae(samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
-    """-> {"image": [B, 3, S, S], "noise": [B, num_patches]}, the keyword arguments of `MAEForPretraining`."""
+def collate_mae(samples: Sequence[tuple]) -> Dict[str, np.ndarray]:
+    """-> {"image": [B, 3, S, S], "noise": [B, num_patches]}, the keyword arguments of `MAEForPretraining` (numpy:
+    the DataLoader makes the tensors in the main process, never Paddle ops in a forked worker)."""
     images, noise = zip(*samples)
-    return {"image": paddle.to_tensor(np.stack(images)), "noise": paddle.to_tensor(np.stack(noise))}
+    return {"image": np.stack(images), "noise": np.stack(noise)}

@@ -11,7 +11,6 @@ import logging
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
-import paddle
 from PIL import Image
 
 from paddlemix_eva.data.datasets import SeededImageDataset
@@ -72,11 +71,12 @@ class MIMPretrainDataset(SeededImageDataset):
         return views[0], views[1], self.masker(rng)
 
 
-def collate_mim(samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
-    """-> {"samples": student views, "image": teacher views, "bool_masked_pos": [B, H, W] bool} (PaddleMIX keys)."""
+def collate_mim(samples: Sequence[tuple]) -> Dict[str, np.ndarray]:
+    """-> {"samples": student views, "image": teacher views, "bool_masked_pos": [B, H, W] bool} (PaddleMIX keys),
+    numpy arrays the DataLoader turns into tensors in the main process (never Paddle ops in a forked worker)."""
     student, teacher, masks = zip(*samples)
     return {
-        "samples": paddle.to_tensor(np.stack(student)),
-        "image": paddle.to_tensor(np.stack(teacher)),
-        "bool_masked_pos": paddle.to_tensor(np.stack(masks)),
+        "samples": np.stack(student),
+        "image": np.stack(teacher),
+        "bool_masked_pos": np.stack(masks),
     }

@@ -6,7 +6,7 @@ Parameter names follow PaddleMIX (`q_proj`/`k_proj`/`v_proj`, `mlp.w1/w2/w3`, `m
     switches    the kernel switches (fused LayerNorm, fused CPU attention, fused CPU linear / SwiGLU / RoPE)
     cpu_kernels the fused CPU kernels of external_ops, with plain fallbacks
     norm        LayerNorm factory (the fused custom op where installed)
-    drop        stochastic depth
+    drop        stochastic depth, FLIP patch dropout
     embed       patch embedding, absolute position tables and their resampling
     naming      parameter names per family (vision / CLIP text)
     mlp         GELU MLP and SwiGLU (with sub-LN)
@@ -25,8 +25,8 @@ from paddlemix_eva.layers.attention import (
     cpu_fused_attention_available,
     cpu_fused_attention_supported,
 )
-from paddlemix_eva.layers.block import Block
-from paddlemix_eva.layers.drop import DropPath, drop_path
+from paddlemix_eva.layers.block import Block, run_blocks
+from paddlemix_eva.layers.drop import DropPath, PatchDropout, check_patch_dropout, drop_path, num_kept_patches
 from paddlemix_eva.layers.embed import PatchEmbed, resample_abs_pos_embed, resample_checkpoint_pos_embed, scale_gradient
 from paddlemix_eva.layers.init import (
     init_conv_torch_default,
@@ -46,6 +46,7 @@ from paddlemix_eva.layers.rope import (
     apply_rope,
     apply_rope_elementwise,
     apply_rope_packed_qkv,
+    gather_rope_tables,
     pair_rotation_matrix,
     rope_angles,
     rotate_pairs,
@@ -61,8 +62,12 @@ __all__ = [
     "cpu_fused_attention_available",
     "cpu_fused_attention_supported",
     "Block",
+    "run_blocks",
     "DropPath",
     "drop_path",
+    "PatchDropout",
+    "check_patch_dropout",
+    "num_kept_patches",
     "PatchEmbed",
     "resample_abs_pos_embed",
     "resample_checkpoint_pos_embed",
@@ -88,6 +93,7 @@ __all__ = [
     "apply_rope",
     "apply_rope_elementwise",
     "apply_rope_packed_qkv",
+    "gather_rope_tables",
     "pair_rotation_matrix",
     "rope_angles",
     "rotate_pairs",

@@ -59,6 +59,12 @@ def cpu_fused_attention(qkv: paddle.Tensor, scale: float, num_heads: int) -> pad
     return compat.self_dp_attention(qkv, scale, num_heads)
 
 
+def shared_rope_tables(rope: Tuple[paddle.Tensor, paddle.Tensor]) -> bool:
+    """Whether RoPE tables are one [N, d] table pair for the whole batch (what the fused CPU RoPE kernels take);
+    per-sample tables [B, N, d] (the kept rows after patch dropout) run the plain `apply_rope_packed_qkv`."""
+    return rope[0].ndim == 2
+
+
 def project_with_residual(projection: nn.Layer, x: paddle.Tensor, dropout: Optional[nn.Layer],
                           residual: Optional[paddle.Tensor]) -> paddle.Tensor:
     """dropout(projection(x)) + residual; a plain Linear without dropout is one GEMM with the bias and the
@@ -136,7 +142,11 @@ class Attention(nn.Layer):
     ) -> paddle.Tensor:
         """Attention output [B, N, dim] (plus `residual`, added inside the output projection's GEMM where the fused
         CPU kernels run); with `return_cls_attention`, (output, cls_attention [B, H, N]): see
-        `forward_with_cls_attention` (no RoPE, mask or residual then)."""
+        `forward_with_cls_attention` (no RoPE, mask or residual then).
+
+        `rope`: (cos, sin) tables [N, head_dim] shared by the batch, or per-sample [B, N, head_dim] (each sample's
+        kept positions after patch dropout: `VisionRotaryEmbedding.kept_tables`); the fused CPU RoPE kernels take
+        shared tables only, so per-sample ones run the plain rotation (same numbers, one more pass)."""
         if return_cls_attention:
             if rope is not None or attn_mask is not None or residual is not None:
                 raise NotImplementedError("return_cls_attention supports attention without RoPE, masks or residual")
@@ -146,8 +156,8 @@ class Attention(nn.Layer):
             q = self.q_proj(x).reshape([b, n, self.num_heads, self.head_dim])
             k = self.k_proj(x).reshape([b, n, self.num_heads, self.head_dim])
             v = self.v_proj(x).reshape([b, n, self.num_heads, self.head_dim])
-            if rope is not None:  # rotate in [B, N, H, d]: tables broadcast over heads
-                cos, sin = rope[0].unsqueeze(1), rope[1].unsqueeze(1)
+            if rope is not None:  # rotate in [B, N, H, d]: tables ([N, d] or per-sample [B, N, d]) over heads
+                cos, sin = rope[0].unsqueeze(-2), rope[1].unsqueeze(-2)
                 q, k = apply_rope_elementwise(q, cos, sin), apply_rope_elementwise(k, cos, sin)
             out = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=self.attn_drop, training=self.training, scale=self.scale
@@ -162,7 +172,7 @@ class Attention(nn.Layer):
             qkv = qkv.reshape([0, 0, 3, self.num_heads, self.head_dim])
             if self._use_cpu_fused_attention(qkv, attn_mask):
                 if rope is not None:
-                    rotated = cpu_kernels.rope_qkv(qkv, *rope)
+                    rotated = cpu_kernels.rope_qkv(qkv, *rope) if shared_rope_tables(rope) else None
                     qkv = rotated if rotated is not None else apply_rope_packed_qkv(qkv, *rope)
                 out = cpu_fused_attention(qkv, self.scale, self.num_heads)
             else:
@@ -203,7 +213,9 @@ class Attention(nn.Layer):
     ) -> paddle.Tensor:
         """Packed qkv [B, N, 3, H, d] -> attention output [B, N, H, d] by matmul / softmax / matmul (any device,
         differentiable, masks and attention dropout)."""
-        split = cpu_kernels.rope_qkv_split(qkv, *rope, q_scale=self.scale) if rope is not None else None
+        split = None
+        if rope is not None and shared_rope_tables(rope):
+            split = cpu_kernels.rope_qkv_split(qkv, *rope, q_scale=self.scale)
         if split is not None:  # one pass: q and k rotated, q scaled, all three in [B, H, N, d]
             q, k, v = split
         else:

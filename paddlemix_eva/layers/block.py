@@ -87,3 +87,15 @@ class Block(nn.Layer):
         branch, cls_attention = self.attn(norm1(x), return_cls_attention=True)  # through __call__: hooks see it
         x = self._residual(x, branch)
         return self._residual(x, self.mlp(norm2(x))), cls_attention
+
+
+def run_blocks(blocks, x: paddle.Tensor, *block_args, recompute: bool = False) -> paddle.Tensor:
+    """Each block on x in turn (`block_args` passed to every one). `recompute` (training with gradients only):
+    each block's activations are dropped after the forward and recomputed in the backward (fleet's non-reentrant
+    recompute), trading about a third more compute for memory, as PaddleNLP's `--recompute` asks."""
+    recompute = recompute and not x.stop_gradient
+    if recompute:
+        from paddle.distributed.fleet.utils import recompute as run_recomputed
+    for blk in blocks:
+        x = run_recomputed(blk, x, *block_args, use_reentrant=False) if recompute else blk(x, *block_args)
+    return x

@@ -33,11 +33,20 @@ class _GatherWithGrad(PyLayer):
         return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
 
 
-def gather_with_grad(x: paddle.Tensor, group=None) -> paddle.Tensor:
-    """The global batch across data-parallel ranks, differentiable w.r.t. this rank's part (identity alone)."""
-    if _world(group) == 1:
+def gather_features(x: paddle.Tensor, group=None, with_grad: bool = True, keep_local_grad: bool = True):
+    """Every data-parallel rank's `x` concatenated along dim 0. `with_grad`: gradients reach every rank's part
+    (`gather_with_grad`); else the gathered copies are constants and only this rank's own slice, put back in place
+    when `keep_local_grad`, carries a gradient (open_clip's `gather_with_grad=False`)."""
+    world = _world(group)
+    if world == 1:
         return x
-    return _GatherWithGrad.apply(x, group)
+    if with_grad:
+        return _GatherWithGrad.apply(x, group)
+    parts: list = []
+    dist.all_gather(parts, x.detach(), group=group)
+    if keep_local_grad:
+        parts[dist.get_rank(group)] = x
+    return paddle.concat(parts, axis=0)
 
 
 def clip_contrastive_loss(
@@ -45,15 +54,32 @@ def clip_contrastive_loss(
     text_features: paddle.Tensor,
     logit_scale: paddle.Tensor,
     group: Optional[object] = None,
+    local_loss: bool = False,
+    gather_with_grad: bool = True,
 ) -> paddle.Tensor:
-    """Symmetric InfoNCE over the *global* batch: features of every data-parallel rank are gathered (gradients flow
-    back to their rank), so the loss equals the single-process loss on the concatenated batch. Features are
-    expected L2-normalised; `logit_scale` is the multiplier exp(t), already clamped. Computed in float32."""
-    image_all = gather_with_grad(image_features.astype("float32"), group)
-    text_all = gather_with_grad(text_features.astype("float32"), group)
-    logits = logit_scale.astype("float32") * image_all @ text_all.T
-    labels = paddle.arange(logits.shape[0], dtype="int64")
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    """Symmetric InfoNCE of L2-normalised features across data-parallel ranks, with open_clip's two switches.
+
+    `local_loss=False`: every rank computes the loss over the whole global batch (N x N logits); `True`: only its
+    own rows against all columns (n x N, labels offset by rank), averaged over ranks by data parallel.
+    `gather_with_grad=True`: the gathered features carry gradients back to their rank, so the averaged gradient is
+    that of the one-process loss on the concatenated batch (exact with either `local_loss`); `False`: gathered
+    copies are constants (open_clip's default; gradients then lack the cross-rank terms). `logit_scale` is the
+    multiplier exp(t), already clamped. Computed in float32."""
+    image_features, text_features = image_features.astype("float32"), text_features.astype("float32")
+    scale = logit_scale.astype("float32")
+    keep_local = not local_loss
+    image_all = gather_features(image_features, group, gather_with_grad, keep_local)
+    text_all = gather_features(text_features, group, gather_with_grad, keep_local)
+    if local_loss and _world(group) > 1:
+        rows = image_features.shape[0]
+        labels = paddle.arange(rows, dtype="int64") + rows * dist.get_rank(group)
+        logits_per_image = scale * image_features @ text_all.T
+        logits_per_text = scale * text_features @ image_all.T
+    else:
+        logits_per_image = scale * image_all @ text_all.T
+        logits_per_text = logits_per_image.T
+        labels = paddle.arange(logits_per_image.shape[0], dtype="int64")
+    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
 
 
 def l2_norm(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:

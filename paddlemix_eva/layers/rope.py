@@ -7,6 +7,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from paddlemix_eva.layers.drop import with_prefix
+
 
 def rope_angles(
     grid_size: Tuple[int, int], head_dim: int, pt_seq_len: Optional[int], theta: float = 10000.0
@@ -76,10 +78,36 @@ class VisionRotaryEmbedding(nn.Layer):
         self.freqs_sin = paddle.to_tensor(sin.astype(np.float32), place=self.freqs_sin.place)
 
     def tables(self) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """(cos, sin) [prefix + gh * gw, head_dim], one row per token position, shared by the batch."""
         return self.freqs_cos, self.freqs_sin
+
+    def kept_tables(self, keep_index: Optional[paddle.Tensor]) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """The tables of the tokens left by patch dropout: `gather_rope_tables(self.tables(), keep_index)`;
+        `keep_index` None (nothing dropped) gives the shared tables themselves."""
+        if keep_index is None:
+            return self.tables()
+        return gather_rope_tables(self.tables(), keep_index, self.num_prefix_tokens)
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, grid={self.grid_size}, pt_seq_len={self.pt_seq_len}"
+
+
+def gather_rope_tables(
+    tables: Tuple[paddle.Tensor, paddle.Tensor], keep_index: paddle.Tensor, num_prefix_tokens: int = 1
+) -> Tuple[paddle.Tensor, paddle.Tensor]:
+    """Per-sample tables [B, prefix + K, head_dim] of the tokens kept by patch dropout: the prefix rows (the
+    identity rotation of cls) and then, for sample b, the rows of its kept patches `keep_index[b]` ([B, K], patch
+    indices without the prefix, as `PatchDropout` returns them). Every kept token keeps the rotation of its grid
+    position. The tables stay constants (no gradient)."""
+    index = with_prefix(keep_index, num_prefix_tokens)
+    batch, kept = index.shape[0], index.shape[1]
+    flat = index.reshape([-1])
+    gathered = []
+    for table in tables:
+        rows = paddle.gather(table, flat).reshape([batch, kept, table.shape[-1]])
+        rows.stop_gradient = True
+        gathered.append(rows)
+    return gathered[0], gathered[1]
 
 
 def rotate_pairs(x: paddle.Tensor) -> paddle.Tensor:
@@ -150,9 +178,10 @@ def apply_rope(x: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor) -> padd
 
 
 def apply_rope_packed_qkv(qkv: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor) -> paddle.Tensor:
-    """RoPE on the q and k slots of packed qkv [B, N, 3, H, d] with tables [N, d]; v passes through unchanged.
+    """RoPE on the q and k slots of packed qkv [B, N, 3, H, d] with tables [N, d] shared by the batch, or
+    per-sample tables [B, N, d] (`gather_rope_tables`, after patch dropout); v passes through unchanged.
 
-    The tables are stacked to [N, 3, H, d] with the identity rotation (cos 1, sin 0) in the v slot, so one
+    The tables are stacked to [(B,) N, 3, H, d] with the identity rotation (cos 1, sin 0) in the v slot, so one
     `apply_rope`-style expression covers the packed tensor without slicing it (v * 1 + 0 is exact). They are
     expanded over the heads on purpose: oneDNN's binary kernels fall off their fast path when an operand is
     broadcast over a middle axis (a [N, 3, 1, d] table made the whole Paddle Inference forward ~6x slower).
@@ -160,9 +189,9 @@ def apply_rope_packed_qkv(qkv: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Te
     """
     num_heads, dim = qkv.shape[3], qkv.shape[4]
     cos, sin = _as_dtype(cos, qkv.dtype), _as_dtype(sin, qkv.dtype)
-    cos3 = paddle.stack([cos, cos, paddle.ones_like(cos)], axis=1).unsqueeze(2)  # [N, 3, 1, d]
-    sin3 = paddle.stack([sin, sin, paddle.zeros_like(sin)], axis=1).unsqueeze(2)
-    shape = [cos.shape[0], 3, num_heads, dim]
+    cos3 = paddle.stack([cos, cos, paddle.ones_like(cos)], axis=-2).unsqueeze(-2)  # [(B,) N, 3, 1, d]
+    sin3 = paddle.stack([sin, sin, paddle.zeros_like(sin)], axis=-2).unsqueeze(-2)
+    shape = list(cos.shape[:-1]) + [3, num_heads, dim]
     cos3, sin3 = cos3.expand(shape), swap_pairs(sin3).expand(shape)
     rot = pair_rotation_matrix(dim, qkv.dtype, qkv.place if paddle.in_dynamic_mode() else None)
     return qkv * cos3 + paddle.matmul(qkv * sin3, rot)

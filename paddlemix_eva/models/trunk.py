@@ -6,6 +6,7 @@ are PaddleMIX's state-dict keys.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
@@ -17,6 +18,7 @@ import paddle.nn as nn
 from paddlemix_eva.layers import (
     Block,
     DropPath,
+    PatchDropout,
     PatchEmbed,
     VisionRotaryEmbedding,
     init_trunc_normal,
@@ -25,7 +27,9 @@ from paddlemix_eva.layers import (
     init_zeros,
     make_layer_norm,
     resample_abs_pos_embed,
+    run_blocks,
 )
+from paddlemix_eva.layers.drop import check_patch_dropout
 
 
 class PatchGrid:
@@ -65,6 +69,8 @@ class TrunkSpec(PatchGrid):
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    #: FLIP patch dropout in training (`ViTTrunkMixin._forward_trunk`); only towers whose config has the field
+    patch_dropout: float = 0.0
     norm_eps: float = 1e-6
 
 
@@ -129,6 +135,7 @@ class ViTTrunkMixin:
         else:
             self.pos_embed = None
         self.pos_drop = nn.Dropout(spec.drop_rate) if spec.drop_rate > 0 else None
+        self.patch_dropout = PatchDropout(spec.patch_dropout) if spec.patch_dropout > 0 else None
         head_dim = spec.head_dim or spec.dim // spec.num_heads
         if spec.rope:
             self.rope = VisionRotaryEmbedding(head_dim, (spec.grid_size, spec.grid_size), spec.rope_pt_seq_len)
@@ -169,17 +176,26 @@ class ViTTrunkMixin:
             x = self.pos_drop(x)
         return x
 
-    def _forward_blocks(self, x: paddle.Tensor, recompute: bool = False) -> paddle.Tensor:
-        rope = self.rope.tables() if self.rope is not None else None
-        recompute = recompute and self.training and not x.stop_gradient
-        for blk in self.blocks:
-            if recompute:
-                from paddle.distributed.fleet.utils import recompute as run_recomputed
+    def _drop_patches(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, Optional[paddle.Tensor]]:
+        """FLIP patch dropout on tokens [B, 1 + N, D] (training with `patch_dropout` > 0 only): (tokens
+        [B, 1 + K, D], keep_index [B, K] of the kept patches); otherwise (x itself, None). See `PatchDropout`."""
+        if self.patch_dropout is None:
+            return x, None
+        return self.patch_dropout(x)
 
-                x = run_recomputed(blk, x, rope, use_reentrant=False)
-            else:
-                x = blk(x, rope)
-        return x
+    def _forward_trunk(self, patches: paddle.Tensor, recompute: bool = False) -> paddle.Tensor:
+        """Patch embeddings [B, N, D] -> cls + pos_embed -> patch dropout (training) -> blocks: [B, 1 + K, D]
+        tokens, K = N unless patches were dropped. The abs pos_embed is added before the selection and the RoPE
+        rows follow each sample's kept patches, so every kept token keeps its own position."""
+        x, keep_index = self._drop_patches(self._tokens(patches))
+        return self._forward_blocks(x, recompute=recompute, keep_index=keep_index)
+
+    def _forward_blocks(self, x: paddle.Tensor, recompute: bool = False,
+                        keep_index: Optional[paddle.Tensor] = None) -> paddle.Tensor:
+        """The blocks on tokens x; `keep_index` [B, K] (from `_drop_patches`) when x holds only those patches:
+        the blocks then get per-sample RoPE tables [B, 1 + K, d] of the kept positions."""
+        rope = self.rope.kept_tables(keep_index) if self.rope is not None else None
+        return run_blocks(self.blocks, x, rope, recompute=recompute and self.training)
 
     def set_drop_path_rate(self, rate: float) -> None:
         """Stochastic depth rising linearly from 0 at the first block to `rate` at the last."""
@@ -188,6 +204,20 @@ class ViTTrunkMixin:
         config = getattr(self, "config", None)
         if config is not None and hasattr(config, "drop_path_rate"):
             config.drop_path_rate = float(rate)
+
+    def set_patch_dropout(self, rate: float) -> None:
+        """FLIP patch dropout of `rate` of the patch tokens in training from now on (0 switches it off; eval mode
+        never drops), e.g. `model.visual.set_patch_dropout(0.5)` to fine-tune a pretrained EVA-CLIP as the paper
+        does. Updates the config (saved with the model) and `trunk_spec`. Only towers whose config has a
+        `patch_dropout` field (EVA-CLIP's) run the dropout; others refuse."""
+        rate = check_patch_dropout(rate)
+        config = getattr(self, "config", None)
+        if config is None or not hasattr(config, "patch_dropout"):
+            raise ValueError(f"{type(self).__name__} does not support patch dropout (its config has no "
+                             "`patch_dropout`; the EVA-CLIP vision towers do)")
+        self.patch_dropout = PatchDropout(rate) if rate > 0 else None
+        self.trunk_spec = dataclasses.replace(self.trunk_spec, patch_dropout=rate)
+        config.patch_dropout = rate
 
     # ------------------------------------------------------------------------------ layer decay
     def layer_ids(self) -> Dict[str, int]:

@@ -58,6 +58,7 @@ class EVATrainingArguments(TrainingArguments):
     def __post_init__(self):
         # PaddleNLP resets the parallel degrees to -1 in a single process; keep what was asked to check it
         self.requested_tensor_parallel_degree = self.tensor_parallel_degree
+        self.requested_sharding = str(self.sharding or "").split() if isinstance(self.sharding, str) else []
         super().__post_init__()
         if not self.tensorboard:
             self.report_to = []
@@ -80,6 +81,14 @@ def check_device_arguments(args) -> None:
         raise ValueError(
             "--fp16/--bf16: Paddle's automatic mixed precision only runs on CUDA devices (on CPU it does nothing); "
             "drop the flag to run in float32 on this machine"
+        )
+    sharding = list(getattr(args, "sharding", None) or []) + list(getattr(args, "requested_sharding", []))
+    stages = sorted({str(getattr(s, "value", s)) for s in sharding} - {"stage1", "offload"})
+    if stages:
+        raise ValueError(
+            f"--sharding {' '.join(stages)}: Paddle's group-sharded stages 2 and 3 run on GPU / XPU devices only "
+            "(paddle.distributed.sharding.group_sharded_parallel); on CPU use --sharding stage1, which shards the "
+            "optimizer state the same way across --sharding_parallel_degree processes"
         )
     requested_tp = max(getattr(args, "tensor_parallel_degree", 1), getattr(args, "requested_tensor_parallel_degree", 1))
     if requested_tp > 1:
@@ -180,13 +189,15 @@ def run_from_command_line(runner, *argument_classes: type):
 
 
 def train_and_save(trainer: Trainer, title: str, num_samples: int) -> dict:
-    """Train (resuming from `--resume_from_checkpoint` if given), save the model and the train metrics, and log a
+    """Train (resuming from `--resume_from_checkpoint` if given), save the model, the train metrics and the trainer
+    state (log history), and log a
     one-line summary (steps, epochs, throughput, first and last logged loss); returns the train metrics."""
     args = trainer.args
     start = time.time()
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model()
     trainer.save_metrics("train", result.metrics)
+    trainer.save_state()  # trainer_state.json beside the model: the whole log history (losses, evaluations)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     logger.info("%s done: %d steps (%.2f epochs of %d samples, effective batch %d) in %.0f s, %.1f samples/s; "
                 "loss %s -> %s; saved in %s", title, trainer.state.global_step, trainer.state.epoch or 0.0,
@@ -230,27 +241,35 @@ class EVATrainer(Trainer):
     def lr_scale_for(self, name: str) -> float:
         return 1.0
 
+    def optimizer_class_and_kwargs(self) -> tuple:
+        """(optimizer class, its keyword arguments but the rate, parameters and clipping): PaddleNLP's AdamW with
+        weight decay only where upstream applies it (`optim.decays`). Recipes override it (EVA-CLIP: LAMB and a
+        coefficient per tower)."""
+        model = getattr(self.model, "_layers", self.model)
+        decayed = decayed_parameter_names(model)
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args)
+        optimizer_kwargs.update(apply_decay_param_fun=lambda name: name in decayed, weight_decay=self.args.weight_decay)
+        return optimizer_cls, optimizer_kwargs
+
     def create_optimizer(self, lr_scheduler=None):
-        """PaddleNLP's optimizer construction with upstream's decay set and per-parameter LR scales; frozen
-        parameters (stop_gradient) are left out."""
+        """The optimizer of `optimizer_class_and_kwargs` with per-parameter LR scales (`lr_scale_for`) and global
+        norm clipping; frozen parameters (stop_gradient) are left out."""
         if self.optimizer is None:
             model = getattr(self.model, "_layers", self.model)
-            decayed = decayed_parameter_names(model)
             apply_lr_scales(model, self.lr_scale_for)
-            optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args)
+            optimizer_cls, optimizer_kwargs = self.optimizer_class_and_kwargs()
             if hasattr(optimizer_cls, "_create_master_weight") and self.args.fp16_opt_level == "O2":
                 optimizer_kwargs["multi_precision"] = True
             max_norm = self.args.max_grad_norm
             self.optimizer = optimizer_cls(
                 learning_rate=self.lr_scheduler if lr_scheduler is None else lr_scheduler,
-                apply_decay_param_fun=lambda name: name in decayed,
                 parameters=[p for p in model.parameters() if not p.stop_gradient],
-                weight_decay=self.args.weight_decay,
                 grad_clip=nn.ClipGradByGlobalNorm(max_norm) if max_norm > 0 else None,
                 **optimizer_kwargs,
             )
+            decayed = len(decayed_parameter_names(model))
             logger.info("optimizer %s: weight decay on %d of %d trainable tensors", optimizer_cls.__name__,
-                        len(decayed), len(compat.optimizer_parameters(self.optimizer)))
+                        decayed, len(compat.optimizer_parameters(self.optimizer)))
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int):

@@ -107,7 +107,8 @@ def layer_decay_scales(model, decay: float) -> Dict[str, float]:
 
 class ClassificationCollator:
     """(image, label) samples -> {"image", "labels"}: labels are soft targets, mixed by mixup / cutmix when on,
-    else label-smoothed one-hots (the loss is the same soft-target cross-entropy either way)."""
+    else label-smoothed one-hots (the loss is the same soft-target cross-entropy either way). Numpy arrays: the
+    DataLoader makes the tensors in the main process (never Paddle ops in a forked worker)."""
 
     def __init__(self, num_classes: int, smoothing: float = 0.1, mixup=None):
         self.num_classes, self.smoothing, self.mixup = num_classes, smoothing, mixup
@@ -119,7 +120,7 @@ class ClassificationCollator:
             images, targets = self.mixup(images, labels)
         else:
             targets = mixup_target(labels, self.num_classes, 1.0, self.smoothing)
-        return {"image": paddle.to_tensor(images), "labels": paddle.to_tensor(targets.astype(np.float32))}
+        return {"image": images, "labels": targets.astype(np.float32)}
 
 
 def soft_target_cross_entropy(logits: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:

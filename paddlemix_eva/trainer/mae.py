@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import List, Optional
 
-import paddle.nn as nn
-
 from paddlemix_eva.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from paddlemix_eva.trainer.base import (
     EVATrainer,
@@ -33,8 +31,6 @@ from paddlemix_eva.trainer.finetune import (
     run_finetuning,
 )
 from paddlemix_eva.trainer.lars import LARS
-from paddlemix_eva.trainer.optim import apply_lr_scales
-from paddlemix_eva.utils import compat
 
 logger = logging.getLogger(__name__)
 
@@ -231,25 +227,13 @@ class MAELinprobeArguments(FinetuneArguments):
 class LinearProbeTrainer(FinetuneTrainer):
     """Fine-tuning trainer whose optimizer is LARS over the trainable parameters (the head)."""
 
-    def create_optimizer(self, lr_scheduler=None):
-        if self.optimizer is None:
-            if self.args.weight_decay_end not in (None, self.args.weight_decay):
-                raise ValueError("--weight_decay_end: the LARS linear probe keeps its weight decay constant; drop it")
-            model = getattr(self.model, "_layers", self.model)
-            apply_lr_scales(model, self.lr_scale_for)
-            max_norm = self.args.max_grad_norm
-            self.optimizer = LARS(
-                learning_rate=self.lr_scheduler if lr_scheduler is None else lr_scheduler,
-                parameters=[p for p in model.parameters() if not p.stop_gradient],
-                momentum=self.args.lars_momentum,
-                trust_coefficient=self.args.lars_trust_coefficient,
-                weight_decay=self.args.weight_decay,
-                grad_clip=nn.ClipGradByGlobalNorm(max_norm) if max_norm > 0 else None,
-            )
-            logger.info("optimizer LARS (momentum %g, trust %g, weight decay %g) over %d trainable tensors",
-                        self.args.lars_momentum, self.args.lars_trust_coefficient, self.args.weight_decay,
-                        len(compat.optimizer_parameters(self.optimizer)))
-        return self.optimizer
+    def optimizer_class_and_kwargs(self) -> tuple:
+        if self.args.weight_decay_end not in (None, self.args.weight_decay):
+            raise ValueError("--weight_decay_end: the LARS linear probe keeps its weight decay constant; drop it")
+        logger.info("optimizer LARS: momentum %g, trust %g, weight decay %g", self.args.lars_momentum,
+                    self.args.lars_trust_coefficient, self.args.weight_decay)
+        return LARS, {"momentum": self.args.lars_momentum, "trust_coefficient": self.args.lars_trust_coefficient,
+                      "weight_decay": self.args.weight_decay}
 
 
 def run_mae_linear_probe(model_args: MAELinprobeModelArguments, data_args: MAELinprobeDataArguments,

@@ -5,8 +5,9 @@ than as optimizer parameter groups, because Paddle's sharded optimizers accept o
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Set
+from typing import Callable, Dict, Iterable, Optional, Set
 
+import paddle
 import paddle.nn as nn
 
 
@@ -37,3 +38,38 @@ def apply_lr_scales(model: nn.Layer, lr_scale: Optional[Callable[[str], float]])
     """Set every parameter's learning-rate multiplier (Paddle optimizers multiply the scheduled rate by it)."""
     for name, param in model.named_parameters():
         param.optimize_attr["learning_rate"] = float(lr_scale(name)) if lr_scale is not None else 1.0
+
+
+class PerParameterDecay:
+    """Mixed into a Paddle optimizer: the weight-decay coefficient of each parameter read from `decay_of`
+    (`param.name` -> coefficient at the start of the run), scaled by the ratio of the optimizer's current global
+    coefficient (what `WeightDecaySchedule` sets) to its initial one. What per-tower decay (`--visual_wd`,
+    `--text_wd`) needs on a flat parameter list, which Paddle's sharded optimizers require."""
+
+    _decay_attr = "_weight_decay"
+
+    def __init__(self, *args, decay_of: Dict[str, float], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._decay_of = dict(decay_of)
+        self._initial_decay = float(getattr(self, self._decay_attr) or 0.0)
+
+    def _append_optimize_op(self, block, param_and_grad):
+        if isinstance(param_and_grad, dict):  # a parameter group keeps its own coefficient
+            return super()._append_optimize_op(block, param_and_grad)
+        current = getattr(self, self._decay_attr)
+        factor = float(current) / self._initial_decay if self._initial_decay > 0 else 1.0
+        setattr(self, self._decay_attr, self._decay_of.get(param_and_grad[0].name, 0.0) * factor)
+        try:
+            return super()._append_optimize_op(block, param_and_grad)
+        finally:
+            setattr(self, self._decay_attr, current)
+
+
+class PerParameterDecayAdamW(PerParameterDecay, paddle.optimizer.AdamW):
+    """AdamW (decoupled decay, scaled by each parameter's learning rate) with a coefficient per parameter."""
+
+
+class PerParameterDecayLamb(PerParameterDecay, paddle.optimizer.Lamb):
+    """Paddle's LAMB (layer-wise trust ratio; decay inside the update) with a coefficient per parameter."""
+
+    _decay_attr = "_lamb_weight_decay"

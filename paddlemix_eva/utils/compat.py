@@ -130,11 +130,12 @@ def sharded_parameters(optimizer) -> Optional[Tuple[List, object]]:
 
 
 def set_weight_decay(optimizer, value: float) -> None:
-    """The coefficient the innermost optimizer applies at its next step."""
+    """The coefficient the innermost optimizer applies at its next step (Lamb keeps it under another name)."""
     *_, inner = inner_optimizers(optimizer)
-    inner._weight_decay = value
+    key = "lamb_weight_decay" if hasattr(inner, "_lamb_weight_decay") else "weight_decay"
+    setattr(inner, "_" + key, value)
     if hasattr(inner, "_default_dict"):
-        inner._default_dict["weight_decay"] = value
+        inner._default_dict[key] = value
 
 
 def loss_scale(scaler) -> Optional[float]:

@@ -12,6 +12,10 @@ CONFIG = dict(
 )
 
 
+#: (local_loss, gather_with_grad) as open_clip names them
+LOSS_SETTINGS = [(False, True), (False, False), (True, True), (True, False)]
+
+
 def tiny_clip() -> EVACLIP:
     paddle.seed(7)
     model = EVACLIP(EVACLIPConfig(**CONFIG))

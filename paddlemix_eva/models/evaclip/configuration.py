@@ -85,8 +85,6 @@ class EVACLIPVisionConfig(PatchGrid, ImageConfig):
         self.inner_attn_ln = inner_attn_ln
         self.init_scale = init_scale
         _refuse(self, _UNSUPPORTED_VISION)
-        if patch_dropout:
-            raise NotImplementedError("EVACLIPVisionConfig: patch_dropout > 0 is not implemented")
         if use_mean_pooling:
             raise NotImplementedError(
                 "EVACLIPVisionConfig: every released EVA-CLIP pools the cls token after the final norm; "
@@ -98,6 +96,8 @@ class EVACLIPVisionConfig(PatchGrid, ImageConfig):
 
     def validate(self) -> None:
         check_patch_grid(self.image_size, self.patch_size)
+        if not 0.0 <= float(self.patch_dropout or 0.0) < 1.0:
+            raise ValueError(f"EVACLIPVisionConfig: patch_dropout must be in [0, 1), got {self.patch_dropout}")
 
     @property
     def num_heads(self) -> int:
@@ -126,6 +126,7 @@ class EVACLIPVisionConfig(PatchGrid, ImageConfig):
             rope_pt_seq_len=self.pt_hw_seq_len if self.intp_freq else None,
             use_abs_pos_emb=self.use_abs_pos_emb,
             drop_path_rate=self.drop_path_rate,
+            patch_dropout=float(self.patch_dropout or 0.0),  # FLIP: dropped in training only
         )
 
 

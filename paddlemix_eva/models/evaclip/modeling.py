@@ -14,7 +14,13 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from paddlemix_eva.layers import CLIP_TEXT_NAMES, Block, make_layer_norm, resample_checkpoint_pos_embed
+from paddlemix_eva.layers import (
+    CLIP_TEXT_NAMES,
+    Block,
+    make_layer_norm,
+    resample_checkpoint_pos_embed,
+    run_blocks,
+)
 from paddlemix_eva.layers.losses import l2_normalize
 from paddlemix_eva.models.evaclip.configuration import EVACLIPConfig, EVACLIPTextConfig, EVACLIPVisionConfig
 from paddlemix_eva.models.modeling_utils import EVAPretrainedModel
@@ -33,6 +39,7 @@ class EVACLIPVisionTransformer(ViTTrunkMixin, nn.Layer):
         self._build_trunk(config.trunk_spec())
         self.norm = self.norm_layer(config.width)
         self.head = nn.Linear(config.width, config.embed_dim)
+        self.enable_recompute = False  # PaddleNLP's --recompute sets it: per-block recompute in training
 
     def init_parameters(self) -> None:
         """Upstream EVA-CLIP init: trunc-normal .02, residual outputs / sqrt(2 l), head x init_scale."""
@@ -45,7 +52,7 @@ class EVACLIPVisionTransformer(ViTTrunkMixin, nn.Layer):
     def forward_features(self, image: paddle.Tensor) -> paddle.Tensor:
         """Normalised tokens [B, 1 + N, width]."""
         self.patch_embed.check_input(image, "EVA-CLIP vision tower")
-        return self.norm(self._forward_blocks(self._tokens(self.patch_embed(image))))
+        return self.norm(self._forward_trunk(self.patch_embed(image), recompute=self.enable_recompute))
 
     def forward(self, image: paddle.Tensor) -> paddle.Tensor:
         return self.head(self.forward_features(image)[:, 0])
@@ -76,11 +83,10 @@ class TextTransformerStack(nn.Layer):
                 for _ in range(config.layers)
             ]
         )
+        self.enable_recompute = False  # PaddleNLP's --recompute sets it: per-block recompute in training
 
     def forward(self, x: paddle.Tensor, attn_mask: paddle.Tensor) -> paddle.Tensor:
-        for blk in self.resblocks:
-            x = blk(x, attn_mask=attn_mask)
-        return x
+        return run_blocks(self.resblocks, x, None, attn_mask, recompute=self.enable_recompute and self.training)
 
 
 class EVACLIPTextTransformer(nn.Layer):
@@ -115,6 +121,14 @@ class EVACLIPTextTransformer(nn.Layer):
                 nn.initializer.Constant(1.0)(ln.weight)
                 nn.initializer.Constant(0.0)(ln.bias)
         normal(self.text_projection, width**-0.5)
+
+    def layer_ids(self) -> Dict[str, int]:
+        """Depth of every parameter for layer-wise LR decay, as the vision trunk counts it: the embeddings 0,
+        `resblocks` i i + 1, `ln_final` and `text_projection` L + 1 (read from the module tree)."""
+        embedding = {id(self.token_embedding.weight), id(self.positional_embedding)}
+        block_of = {id(p): i + 1 for i, blk in enumerate(self.transformer.resblocks) for p in blk.parameters()}
+        last = len(self.transformer.resblocks) + 1
+        return {name: 0 if id(p) in embedding else block_of.get(id(p), last) for name, p in self.named_parameters()}
 
     def forward(self, input_ids: paddle.Tensor) -> paddle.Tensor:
         """[B, context] token ids -> [B, embed_dim] features at each text's end token (its largest id)."""
