@@ -220,14 +220,15 @@ PADDLEMIX_COMMAND = (
     "--sharding_parallel_degree 2 --sharding stage1 --bf16 False --local_loss true --gather_with_grad true "
     "--pretrained_text_model {donor} --classification_eval {val} --per_device_train_batch_size 8 "
     "--per_device_eval_batch_size 8 --save_steps 50000 --logging_steps 1 --disable_tqdm True "
-    "--dataloader_num_workers 2"
+    "--dataloader_num_workers 2 --patch_dropout 0.5"
 )
 
 
 @pytest.mark.slow
 def test_paddlemix_command_runs_on_two_processes(tmp_path):
     """PaddleMIX's published EVA-CLIP command (sizes, steps, paths scaled down; stage1 for stage2 on CPU), with
-    2 DataLoader workers over 2 epochs: every flag acts, zero-shot is logged at each evaluation and at the end."""
+    2 DataLoader workers over 2 epochs and FLIP patch dropout: every flag acts, zero-shot is logged at each
+    evaluation and at the end."""
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from test_evaclip_training import COLOURS, TEMPLATE, _colour_image
 
@@ -264,7 +265,8 @@ def test_paddlemix_command_runs_on_two_processes(tmp_path):
     final = json.loads((out / "zeroshot_metrics.json").read_text())
     assert set(final) == {"eval_zeroshot_top1", "eval_zeroshot_top5"}
     assert list((out / "runs").rglob("vdlrecords*")), "no VisualDL records"
-    assert EVACLIP.from_pretrained(str(out)).config.embed_dim == 32
+    reloaded = EVACLIP.from_pretrained(str(out))
+    assert reloaded.config.embed_dim == 32 and reloaded.config.vision_config.patch_dropout == 0.5
 
 
 # --------------------------------------------------------------------------- memory options

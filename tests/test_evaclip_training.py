@@ -280,19 +280,37 @@ def _run_training_script(colour_data, tmp_path, nproc, per_device, extra=()):
     return out, losses
 
 
+#: PaddleMIX's EVA-CLIP recipe flags (LAMB, per-tower lr / wd / layer decay, open_clip's loss switches)
+RECIPE_FLAGS = ["--optimizer", "lamb", "--learning_rate", "5e-4", "--visual_lr", "2e-4", "--text_lr", "1e-4",
+                "--weight_decay", "0.05", "--visual_wd", "0.05", "--text_wd", "0.1", "--visual_ld", "0.75",
+                "--text_ld", "0.75", "--max_grad_norm", "5.0", "--local_loss", "true", "--gather_with_grad", "true"]
+RECIPES = {"adamw": [], "paddlemix": RECIPE_FLAGS}
+
+
 @pytest.fixture(scope="module")
-def one_process_run(colour_data, tmp_path_factory):
-    return _run_training_script(colour_data, tmp_path_factory.mktemp("clip_one"), nproc=1, per_device=16)
+def one_process_runs(colour_data, tmp_path_factory):
+    runs = {}
+
+    def run(recipe):
+        if recipe not in runs:
+            runs[recipe] = _run_training_script(colour_data, tmp_path_factory.mktemp(f"clip_one_{recipe}"), nproc=1,
+                                                per_device=16, extra=RECIPES[recipe])
+        return runs[recipe]
+
+    return run
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sharding", ["", "stage1"])
-def test_training_script_on_two_processes_follows_one_process(colour_data, one_process_run, tmp_path, sharding):
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_training_script_on_two_processes_follows_one_process(colour_data, one_process_runs, tmp_path, sharding,
+                                                              recipe):
     """Data parallel and sharding stage1 train on the same global batches as one process: the same loss at every
-    step (the features are gathered with their gradients), up to float32 reordering."""
+    step (the features are gathered with their gradients), up to float32 reordering; also with PaddleMIX's recipe
+    (LAMB's trust ratios over sharded parameters, per-tower rates, local loss)."""
     out, losses = _run_training_script(colour_data, tmp_path, nproc=2, per_device=8,
-                                       extra=["--sharding", sharding] if sharding else [])
-    _, reference = one_process_run
+                                       extra=RECIPES[recipe] + (["--sharding", sharding] if sharding else []))
+    _, reference = one_process_runs(recipe)
     assert sorted(losses) == sorted(reference) == [1, 2, 3, 4]
     for step, loss in reference.items():
         assert_float32_close(losses[step], loss, terms=1024, err_msg=f"step {step}")

@@ -178,6 +178,15 @@ class CLIPTrainer(EVATrainer):
         self.zero_shot = zero_shot
         self._plan: Optional[Dict[str, Tuple[float, float]]] = None
         self.add_callback(ClampLogitScale())
+        self._seed_patch_dropout_per_rank()
+
+    def _seed_patch_dropout_per_rank(self) -> None:
+        """PaddleNLP seeds Paddle's RNG alike on every data-parallel rank; patch dropout draws from it, so each
+        rank gets its own stream (else sample i of every rank would keep the same positions)."""
+        model = getattr(self.model, "_layers", self.model)
+        rate = getattr(getattr(model.config, "vision_config", None), "patch_dropout", 0) or 0
+        if rate and self.args.dataset_world_size > 1:
+            paddle.seed(self.args.seed + 1_000_003 * (self.args.dataset_rank + 1))
 
     def compute_loss(self, model, inputs, return_outputs=False):
         out = model(image=inputs["image"], input_ids=inputs["input_ids"])
