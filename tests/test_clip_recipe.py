@@ -365,3 +365,15 @@ def test_shards_need_max_steps(tmp_path):
            str(tmp_path / "model"), "--train_data", spec, "--output_dir", str(tmp_path / "out")]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert result.returncode != 0 and "--max_steps" in result.stderr
+
+
+def test_zero_shot_classifier_fits_a_short_text_context():
+    """A text tower trained at a shorter context (a small CLIP's 16 tokens) takes prompts tokenised to it."""
+    from paddlemix_eva.tasks.zeroshot import build_classifier
+
+    paddle.seed(0)
+    model = EVACLIP(EVACLIPConfig(embed_dim=32, vision_cfg=VISION,
+                                  text_cfg=dict(width=64, heads=2, layers=1, context_length=16)))
+    classifier = build_classifier(model, ["cat", "dog"], ["a photo of a {}.", "a {}."])
+    assert classifier.shape == (32, 2)
+    np.testing.assert_allclose(np.linalg.norm(classifier, axis=0), 1.0, rtol=1e-5)

@@ -96,9 +96,10 @@ def build_classifier(
     was_training = model.training
     model.eval()
     prompts = [template.format(name) for name in classnames for template in templates]
+    context = model.config.text_config.context_length  # a tower trained at a shorter context takes no more
     embeddings = []
     for start in progress(range(0, len(prompts), batch_size), f"encoding {len(prompts)} prompts", unit="batch"):
-        ids = paddle.to_tensor(tokenizer(prompts[start : start + batch_size]))
+        ids = paddle.to_tensor(tokenizer(prompts[start : start + batch_size], context_length=context))
         embeddings.append(l2_normalize(model.encode_text(ids)).numpy())
     per_prompt = np.concatenate(embeddings).reshape(len(classnames), len(templates), -1)
     mean = per_prompt.mean(axis=1)
