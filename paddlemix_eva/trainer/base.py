@@ -29,7 +29,7 @@ from paddlemix_eva.trainer.schedules import WarmupCosineLR, WeightDecaySchedule
 from paddlemix_eva.utils import compat
 from paddlemix_eva.utils.errors import TrainingStopped
 from paddlemix_eva.utils.logs import third_party_quiet
-from paddlemix_eva.utils.runtime import configure_training_runtime
+from paddlemix_eva.utils.runtime import configure_training_runtime, leave_distributed_run
 from paddlemix_eva.utils.serialization import verify_checkpoint_dir
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,9 @@ def run_from_command_line(runner, *argument_classes: type):
         *parsed, output = ArgumentParser(argument_classes + (OutputArguments,)).parse_args_into_dataclasses()
         return runner(*parsed)
 
-    return exit_on_bad_input(parse_and_run)
+    result = exit_on_bad_input(parse_and_run)
+    leave_distributed_run()
+    return result
 
 
 def train_and_save(trainer: Trainer, title: str, num_samples: int) -> dict:

@@ -12,6 +12,7 @@ import paddle
 import paddle.distributed as dist
 
 from paddlemix_eva.layers.losses import clip_contrastive_loss
+from paddlemix_eva.utils.runtime import leave_distributed_run
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from clip_fixture import LOSS_SETTINGS, global_batch, tiny_clip  # noqa: E402
@@ -40,3 +41,4 @@ def main(out_dir: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    leave_distributed_run()

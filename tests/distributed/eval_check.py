@@ -14,6 +14,7 @@ from paddlemix_eva.data.datasets import ImageFolder
 from paddlemix_eva.data.transforms import EvalTransform
 from paddlemix_eva.models import EVA02VisionTransformer
 from paddlemix_eva.tasks.evaluation import classification_metrics, predict
+from paddlemix_eva.utils.runtime import leave_distributed_run
 
 
 def main(model_dir: str, data_dir: str, out_dir: str) -> None:
@@ -32,3 +33,4 @@ def main(model_dir: str, data_dir: str, out_dir: str) -> None:
 
 if __name__ == "__main__":
     main(*sys.argv[1:4])
+    leave_distributed_run()

@@ -25,6 +25,7 @@ from paddlenlp.trainer import TrainerCallback
 
 from paddlemix_eva.trainer.base import EVATrainer, EVATrainingArguments
 from paddlemix_eva.utils.errors import exit_on_bad_input
+from paddlemix_eva.utils.runtime import leave_distributed_run
 
 
 class TinyRegressor(nn.Layer):
@@ -117,3 +118,4 @@ def main():
 
 if __name__ == "__main__":
     exit_on_bad_input(main)
+    leave_distributed_run()
