@@ -12,7 +12,7 @@ PEERS_NODEPS := timm==1.0.31 open_clip_torch==3.3.0 torchvision==0.28.0
 # The FusedLayerNorm custom op (external_ops/): built against the venv's Paddle, hence no build isolation.
 OPS_SOURCES := external_ops/setup.py $(wildcard external_ops/csrc/*) $(wildcard external_ops/paddlemix_eva_ops/*.py)
 
-.PHONY: demo test test-fast lint install install-test ops ops-cuda-check clean
+.PHONY: demo demo-clip test test-fast lint install install-test ops ops-cuda-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ ops-cuda-check: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PIP) install scikit-learn
 	$(PY) examples/eva02/run_demo.py
+
+demo-clip: $(VENV)/.installed
+	$(PIP) install scikit-learn
+	$(PY) examples/evaclip/run_demo.py
 
 # REQUIRE_OPS / REQUIRE_PEERS: the op's tests and the parity tests fail instead of skipping when the op or a
 # peer (torch, timm, open_clip) is not importable

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import numpy as np
 from PIL import Image
+
+from paddlemix_eva.utils.logs import run_logged
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +64,6 @@ def write_pretrain_config(path: str) -> str:
     return path
 
 
-def _run(cmd: Sequence[str], log_path: str) -> None:
-    logger.info("$ %s", " ".join(cmd))
-    with open(log_path, "w") as log:
-        proc = subprocess.run(list(cmd), stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        with open(log_path) as log:
-            tail = log.read()[-3000:]
-        raise RuntimeError(f"step failed (exit {proc.returncode}); last output of {log_path}:\n{tail}")
-
-
 def run_demo(workdir: str, examples_dir: str, pretrain_epochs: int = 3, finetune_epochs: int = 10) -> Dict:
     """Data, pre-training, fine-tuning, evaluation under `workdir`; returns the evaluation metrics and paths."""
     os.makedirs(workdir, exist_ok=True)
@@ -86,13 +77,13 @@ def run_demo(workdir: str, examples_dir: str, pretrain_epochs: int = 3, finetune
     pretrain_out, finetune_out = os.path.join(workdir, "pretrain"), os.path.join(workdir, "finetune")
     common = ["--seed", "0", "--dataloader_num_workers", "2", "--disable_tqdm", "true", "--logging_steps", "20",
               "--overwrite_output_dir", "true"]
-    _run([python, os.path.join(examples_dir, "run_eva02_pretrain_dist.py"), "--do_train",
+    run_logged([python, os.path.join(examples_dir, "run_eva02_pretrain_dist.py"), "--do_train",
           "--data_path", os.path.join(data, "train"), "--model", composite, "--output_dir", pretrain_out,
           "--input_size", str(IMAGE_SIZE), "--num_mask_patches", "20", "--min_mask_patches_per_block", "4",
           "--per_device_train_batch_size", "32", "--learning_rate", "1.5e-3", "--warmup_epochs", "1",
           "--num_train_epochs", str(pretrain_epochs), "--save_epochs", str(pretrain_epochs), *common],
          os.path.join(workdir, "pretrain.log"))
-    _run([python, os.path.join(examples_dir, "run_eva02_finetune_dist.py"), "--do_train",
+    run_logged([python, os.path.join(examples_dir, "run_eva02_finetune_dist.py"), "--do_train",
           "--model", pretrain_out, "--data_path", os.path.join(data, "train"),
           "--eval_data_path", os.path.join(data, "val"), "--output_dir", finetune_out,
           "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64", "--learning_rate", "2e-3",
@@ -101,7 +92,7 @@ def run_demo(workdir: str, examples_dir: str, pretrain_epochs: int = 3, finetune
           "--auto_augment", "rand-m5-mstd0.5-inc1", "--hflip", "0", "--scale_min", "0.6", "--reprob", "0.1",
           "--model_ema", "true", "--model_ema_decay", "0.99", *common],
          os.path.join(workdir, "finetune.log"))
-    _run([python, os.path.join(examples_dir, "run_eva02_finetune_eval.py"), "--model", finetune_out,
+    run_logged([python, os.path.join(examples_dir, "run_eva02_finetune_eval.py"), "--model", finetune_out,
           "--eval_data_path", os.path.join(data, "val"), "--output_dir", finetune_out,
           "--dataloader_num_workers", "0"],
          os.path.join(workdir, "eval.log"))

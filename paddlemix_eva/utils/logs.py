@@ -136,3 +136,17 @@ def native_output_hidden() -> Iterator[None]:
         os.dup2(saved[1], 2)
         for fd in (*saved, devnull):
             os.close(fd)
+
+
+def run_logged(cmd: List[str], log_path: str) -> None:
+    """Run one step of a multi-step job (the demos run the example scripts this way) with its whole output in
+    `log_path`; a failing step raises with its exit status and the end of that log."""
+    import subprocess
+
+    logging.getLogger(__name__).info("$ %s", " ".join(cmd))
+    with open(log_path, "w") as log:
+        proc = subprocess.run(list(cmd), stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        with open(log_path) as log:
+            tail = log.read()[-3000:]
+        raise RuntimeError(f"step failed (exit {proc.returncode}); last output of {log_path}:\n{tail}")
