@@ -9,10 +9,11 @@ import numpy as np
 import paddle
 import pytest
 from PIL import Image
+from test_evaclip_training import _tiny_config  # the tiny EVA-CLIP of the CLIP tests
 
 from paddlemix_eva.data.datasets import open_rgb
 from paddlemix_eva.data.karpathy import CaptionedImage
-from paddlemix_eva.models import EVACLIP, EVACLIPConfig
+from paddlemix_eva.models import EVACLIP
 from paddlemix_eva.models.evaclip import get_tokenizer
 from paddlemix_eva.tasks import retrieval
 from paddlemix_eva.tasks.retrieval import evaluate_retrieval, recall_at_k
@@ -89,15 +90,6 @@ def test_recall_refuses_bad_input(change, message):
 
 
 # --------------------------------------------------------------------------------------------- end to end
-def _tiny_config():
-    return EVACLIPConfig(
-        embed_dim=32,
-        vision_cfg=dict(image_size=28, patch_size=14, width=64, layers=2, head_width=32, mlp_ratio=2.6667,
-                        qkv_bias=True, rope=True, intp_freq=True, naiveswiglu=True, subln=True),
-        text_cfg=dict(width=64, heads=2, layers=2),
-    )
-
-
 RECORDS = [
     {"image": "val2014/0.png", "caption": ["a red square.", "something red"], "image_id": "0"},
     {"image": "val2014/1.png", "caption": ["a green field"], "image_id": "1"},

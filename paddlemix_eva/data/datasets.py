@@ -186,27 +186,58 @@ class ImageFolder(RobustDataset):
         return (self.transform(img) if self.transform else img), np.int64(label)
 
 
-class ImageTextManifest(RobustDataset):
+class ImageCaptionPairs(RobustDataset):
+    """(transformed image, token ids) of `self.pairs`, a list of (image path, caption) the subclass reads from its
+    file. `transform(image, rng)` gets a generator seeded by (seed, epoch, index), so augmentation does not depend
+    on the number of processes or workers (as for `SeededImageDataset`)."""
+
+    #: what a pair is called in the warning about its missing image (a manifest row, a caption)
+    pair_name = "pair"
+
+    def __init__(self, pairs: List[Tuple[str, str]], transform: Callable[[Image.Image, np.random.Generator], object],
+                 tokenize: Callable[[str], np.ndarray], on_error: str = "substitute", seed: int = 0):
+        super().__init__(on_error)
+        self.pairs, self.transform, self.tokenize = pairs, transform, tokenize
+        self.seed, self.epoch = int(seed), 0
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def load(self, index: int):
+        path, caption = self.pairs[index]
+        if not os.path.isfile(path):
+            logger.warning("skipping missing image %s (%s %d)", path, self.pair_name, index)
+            return None
+        img = open_rgb(path)
+        if img is None:
+            return None
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.transform(img, rng), self.tokenize(caption)[0]
+
+
+class ImageTextManifest(ImageCaptionPairs):
     """Image-caption pairs from a JSONL (`{"image": path, "caption": text}` per line) or CSV (header with
     `image` and `caption` columns) manifest; relative image paths are resolved against the manifest's folder.
     `dataset[i]` is (transformed image, token ids). `transform(image, rng)` gets a generator seeded by (seed,
     epoch, index), so augmentation does not depend on the number of processes or workers (as for
     `SeededImageDataset`)."""
 
+    pair_name = "manifest row"
+
     def __init__(self, manifest: str, transform: Callable[[Image.Image, np.random.Generator], object],
                  tokenize: Callable[[str], np.ndarray], image_key: str = "image", caption_key: str = "caption",
                  on_error: str = "substitute", seed: int = 0):
-        super().__init__(on_error)
-        self.seed, self.epoch = int(seed), 0
         if not os.path.isfile(manifest):
             raise FileNotFoundError(f"manifest not found: {manifest}")
         base = os.path.dirname(os.path.abspath(manifest))
         rows = self._read_rows(manifest, image_key, caption_key)
         if not rows:
             raise ValueError(f"{manifest}: no image-caption pairs")
-        self.pairs = [(p if os.path.isabs(p) else os.path.join(base, p), c) for p, c in rows]
-        self.transform = transform
-        self.tokenize = tokenize
+        pairs = [(p if os.path.isabs(p) else os.path.join(base, p), c) for p, c in rows]
+        super().__init__(pairs, transform, tokenize, on_error, seed)
 
     @staticmethod
     def _read_rows(manifest: str, image_key: str, caption_key: str) -> List[Tuple[str, str]]:
@@ -233,23 +264,6 @@ class ImageTextManifest(RobustDataset):
             else:
                 raise ValueError(f"{manifest}: manifest must be .jsonl or .csv/.tsv")
         return rows
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def load(self, index: int):
-        path, caption = self.pairs[index]
-        if not os.path.isfile(path):
-            logger.warning("skipping missing image %s (manifest row %d)", path, index)
-            return None
-        img = open_rgb(path)
-        if img is None:
-            return None
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        return self.transform(img, rng), self.tokenize(caption)[0]
 
 
 class GlobalBatchSampler(paddle.io.DistributedBatchSampler):

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from paddlemix_eva.data.datasets import RobustDataset, open_rgb
+from paddlemix_eva.data.datasets import ImageCaptionPairs
 
 logger = logging.getLogger(__name__)
 
@@ -70,26 +70,26 @@ def resolve_image(image: str, image_root: str) -> str:
     return image if os.path.isabs(image) else os.path.join(image_root, image)
 
 
-class KarpathyImageText(RobustDataset):
+class KarpathyImageText(ImageCaptionPairs):
     """(transformed image, token ids) per (image, caption) pair of a Karpathy-format file, e.g. PaddleMIX's
     default EVA-CLIP data `coco_karpathy_train.json`; image paths are resolved against `image_root` (default: the
     file's folder). As for `ImageTextManifest`, `transform(image, rng)` gets a generator seeded by (seed, epoch,
     index) and a missing or unreadable image is logged and, by default, replaced by the next readable sample."""
 
+    pair_name = "caption"
+
     def __init__(self, annotation: str, transform: Callable[[Image.Image, np.random.Generator], object],
                  tokenize: Callable[[str], np.ndarray], image_root: Optional[str] = None,
                  on_error: str = "substitute", seed: int = 0):
-        super().__init__(on_error)
         records = read_karpathy(annotation)
         self.image_root = image_root if image_root is not None else os.path.dirname(os.path.abspath(annotation))
-        self.pairs: List[Tuple[str, str]] = [
+        pairs: List[Tuple[str, str]] = [
             (resolve_image(r.image, self.image_root), caption) for r in records for caption in r.captions
         ]
-        if not self.pairs:
+        if not pairs:
             raise ValueError(f"{annotation}: its {len(records)} records hold no captions")
         self._check_image_root(annotation, [resolve_image(r.image, self.image_root) for r in records[:8]])
-        self.transform, self.tokenize = transform, tokenize
-        self.seed, self.epoch = int(seed), 0
+        super().__init__(pairs, transform, tokenize, on_error, seed)
 
     def _check_image_root(self, annotation: str, first: List[str]) -> None:
         """Refuse a wrong `image_root` up front: otherwise every sample would be reported missing one by one."""
@@ -99,18 +99,3 @@ class KarpathyImageText(RobustDataset):
                 f"(e.g. {first[0]}); pass image_root= the folder holding the paths the records name"
             )
 
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def load(self, index: int):
-        path, caption = self.pairs[index]
-        if not os.path.isfile(path):
-            logger.warning("skipping missing image %s (caption %d)", path, index)
-            return None
-        image = open_rgb(path)
-        if image is None:
-            return None
-        return self.transform(image, np.random.default_rng([self.seed, self.epoch, index])), self.tokenize(caption)[0]
