@@ -149,7 +149,7 @@ def parameter_plan(model, args: CLIPTrainingArguments) -> Dict[str, Tuple[float,
 
 
 # ---------------------------------------------------------------------------------------- trainer
-def collate_image_text(samples: Sequence[tuple]) -> Dict[str, paddle.Tensor]:
+def collate_image_text(samples: Sequence[tuple]) -> Dict[str, np.ndarray]:
     """(image [3, H, W], token ids [77]) pairs -> {"image": [B, 3, H, W], "input_ids": [B, 77]} as numpy arrays:
     the DataLoader makes tensors of them in the main process (a Paddle op in a forked DataLoader worker can crash
     it: `--dataloader_num_workers 2` died at the second epoch while collators built tensors)."""
