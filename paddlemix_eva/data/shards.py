@@ -29,6 +29,8 @@ import numpy as np
 import paddle
 from PIL import Image, UnidentifiedImageError
 
+from paddlemix_eva.data.images import read_rgb
+
 logger = logging.getLogger(__name__)
 
 #: member suffixes read as the sample's image, in order of preference
@@ -199,11 +201,10 @@ def caption_of(members: Dict[str, bytes], caption_key: str = "caption") -> Optio
     return None
 
 
-def decode_rgb(data: bytes) -> Image.Image:
-    """Fully decoded RGB image of encoded bytes; raises one of the PIL/IO errors on a corrupt one."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        return img.convert("RGB")
+def decode_rgb(data: bytes, name: Optional[str] = None) -> Image.Image:
+    """Fully decoded upright 8-bit RGB image of encoded bytes (`images.read_rgb`: EXIF orientation, alpha on
+    white, 16-bit scaled); raises one of `_IMAGE_ERRORS` on a corrupt one or one of an unsupported mode."""
+    return read_rgb(data, name)
 
 
 def _header_ok(data: bytes) -> bool:
@@ -382,7 +383,7 @@ class ImageTextShards(paddle.io.IterableDataset):
     def decode(self, raw: RawSample, epoch: int):
         """(transform(image, rng), token ids) of a raw sample, or None (counted) if its image does not decode."""
         try:
-            image = decode_rgb(raw.image)
+            image = decode_rgb(raw.image, raw.key)
         except _IMAGE_ERRORS as err:
             self.stats["corrupt_image"] += 1
             logger.warning("skipping sample %s of %s: image does not decode (%s)", raw.key, self.shards[raw.shard],

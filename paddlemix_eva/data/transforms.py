@@ -8,6 +8,8 @@ from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
+from paddlemix_eva.data.images import read_rgb
+
 #: OpenAI CLIP normalisation, used by EVA-02 and EVA-CLIP alike
 CLIP_MEAN: Tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: Tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -79,19 +81,9 @@ class Preprocessing:
 
 
 def load_image(image: ImageLike) -> Image.Image:
-    """A path, a PIL image or an HWC uint8 array, as an RGB PIL image."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = np.stack([image] * 3, axis=-1)
-        if image.ndim != 3 or image.shape[-1] not in (3, 4):
-            raise ValueError(f"expected an HxWx3 (or HxWx4 / HxW) image array, got shape {image.shape}")
-        if image.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 image array with values 0..255, got dtype {image.dtype}")
-        return Image.fromarray(image).convert("RGB")
-    with Image.open(image) as img:
-        return img.convert("RGB")
+    """A path, a PIL image or an HxW / HxWxC uint8 or uint16 array, as an upright 8-bit RGB PIL image
+    (`images.read_rgb`: EXIF orientation applied, transparency on white, 16-bit scaled, other modes refused)."""
+    return read_rgb(image)
 
 
 class EvalTransform:

@@ -1,9 +1,10 @@
 """One-call prediction and feature extraction: `inference_model(model_or_name, image)`, `extract_features(...)`.
 
 A model is a zoo name, a model directory, a loaded classifier, or an exported Paddle Inference model
-(`inference_backend.load_exported`). Images are paths, PIL images, HWC uint8 arrays (grayscale and RGBA are
-converted to RGB), an NHWC uint8 batch array, or a list of these. Each image gets the model's own evaluation
-preprocessing (resize by `crop_pct`, centre crop, bicubic, the model's mean/std).
+(`inference_backend.load_exported`). Images are paths, PIL images, HWC uint8 / uint16 arrays, an NHWC uint8 batch
+array, or a list of these, each decoded by `data.images.read_rgb` (EXIF orientation applied, transparency on white,
+16 bits scaled to 8). Each image gets the model's own evaluation preprocessing (resize by `crop_pct`, centre crop,
+bicubic, the model's mean/std).
 
 For a list, an image that cannot be read does not stop the others: its result holds `error` (and a warning is
 logged); a single unreadable image raises.
