@@ -7,6 +7,7 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+from paddlemix_eva.utils.errors import FlagParser, check_writable_dir, check_writable_file, positive_int
 from paddlemix_eva.utils.logs import progress
 
 logger = logging.getLogger("paddlemix_eva")
@@ -53,20 +54,25 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _load_for_prediction(args: argparse.Namespace):
     threads = args.threads or os.cpu_count() or 1
-    if args.backend == "inference":
-        if args.labels is not None:
+    labels = None
+    if args.labels is not None:  # checked before any model loads
+        if args.backend == "inference":
             raise ValueError("--labels (zero-shot) needs the dygraph backend: "
                              "exports are classifiers with fixed classes")
+        from paddlemix_eva.tasks.zeroshot import parse_labels
+
+        labels = parse_labels(args.labels)
+    if args.backend == "inference":
         from paddlemix_eva.tasks.export import load_exported
 
         return load_exported(args.model, num_threads=threads)
     from paddlemix_eva.utils.runtime import set_cpu_threads
 
     set_cpu_threads(threads)  # Paddle's eager CPU kernels default to one thread
-    if args.labels is not None:
-        from paddlemix_eva.tasks.zeroshot import parse_labels, zero_shot_classifier
+    if labels is not None:
+        from paddlemix_eva.tasks.zeroshot import zero_shot_classifier
 
-        return zero_shot_classifier(args.model, parse_labels(args.labels))
+        return zero_shot_classifier(args.model, labels)
     from paddlemix_eva.tasks.inference import load_classifier_for_inference
 
     return load_classifier_for_inference(args.model)
@@ -96,6 +102,8 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     from paddlemix_eva.tasks.inference import extract_features, list_image_files, load_feature_extractor
 
+    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
+    check_writable_file(out, "--out")
     files, shown = [], {}  # shown: how each file is named in the row listing
     for source in args.paths:
         if os.path.isdir(source):
@@ -110,7 +118,6 @@ def cmd_features(args: argparse.Namespace) -> int:
     model = load_feature_extractor(args.model)
     features, errors = extract_features(model, files, patch_tokens=args.patch_tokens, batch_size=args.batch_size)
     kept = [path for path, error in zip(files, errors) if error is None]
-    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     np.save(out, features)
     listing = out[: -len(".npy")] + ".files.txt"
@@ -127,6 +134,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from paddlemix_eva.tasks.export import export_model
     from paddlemix_eva.tasks.inference import load_classifier_for_inference
 
+    check_writable_dir(args.out, "--out")
     model = load_classifier_for_inference(args.model)
     out = export_model(model, args.out, input_size=args.input_size, dtype=args.dtype)
     print(f"exported {args.model} -> {out}; "
@@ -137,6 +145,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from paddlemix_eva.convert import convert_checkpoint
 
+    check_writable_dir(args.out, "--out")
     out = convert_checkpoint(args.src, args.format, out=args.out, model=args.model, p14to16=args.p14to16)
     print(f"converted {args.src} -> {out}; load it with from_pretrained({out!r})")
     return 0
@@ -151,6 +160,7 @@ def cmd_mae_visualize(args: argparse.Namespace) -> int:
             check_mask_ratio(args.mask_ratio)
         except ValueError as err:
             raise ValueError(f"--mask-ratio: {err}") from None
+    check_writable_file(args.out, "--out")
     out = save_reconstruction_figure(args.model, args.image, args.out, mask_ratio=args.mask_ratio, seed=args.seed)
     print(f"original | masked | reconstructed -> {out}")
     return 0
@@ -159,7 +169,7 @@ def cmd_mae_visualize(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from paddlemix_eva.convert import FORMATS
 
-    parser = argparse.ArgumentParser(prog="paddlemix-eva", description=__doc__)
+    parser = FlagParser(prog="paddlemix-eva", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show Paddle's / PaddleNLP's own messages and DEBUG logs")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,9 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "with one per line; prompts are the 80 built-in ImageNet templates")
     p.add_argument("--backend", choices=("dygraph", "inference"), default="dygraph",
                    help="dygraph: the Paddle model; inference: a model written by `paddlemix-eva export`")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of either backend (default: all cores)")
+    p.add_argument("--topk", type=positive_int, default=5, help="how many classes to print per image (default: 5)")
+    p.add_argument("--batch-size", type=positive_int, default=8,
+                   help="images per forward pass (default: 8); larger is faster and needs more memory")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads of either backend (default: all cores)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("features", help="features of images (files, or every image under folders), saved as .npy")
@@ -189,13 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "model of any family)")
     p.add_argument("--out", required=True, help="output .npy file; the row order is written next to it (.files.txt)")
     p.add_argument("--patch-tokens", action="store_true", help="patch tokens [N, P, D] instead of pooled features")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8,
+                   help="images per forward pass (default: 8); larger is faster and needs more memory")
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("export", help="export a classifier to a static graph for Paddle Inference")
     p.add_argument("--model", required=True, help="zoo name or model directory")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--input-size", type=int, default=None,
+    p.add_argument("--input-size", type=positive_int, default=None,
                    help="image size of the exported graph (default: the model's)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="bf16 runs oneDNN bfloat16 kernels (CPUs with AVX512-BF16)")

@@ -147,6 +147,194 @@ def test_late_checks_now_come_first(tmp_path):
     assert "pass --classnames FILE" in zero_shot.stderr
 
 
+def _script(relative_path: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, os.path.join(ROOT, "examples", relative_path), *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+
+
+def _refused(result: subprocess.CompletedProcess, *expected: str) -> str:
+    """The one error line of a refused command (exit 2, no traceback), checked to hold every `expected` text."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1, result.stderr
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def a_file(tmp_path) -> str:
+    path = tmp_path / "a_file"
+    path.write_text("not a directory")
+    return str(path)
+
+
+#: a place no process can create files in, root included (permission bits do not stop root)
+READ_ONLY = "/proc/paddlemix-eva-out"
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--per_device_train_batch_size", "0"], ["--per_device_train_batch_size 0", ">= 1"]),
+    (["--per_device_train_batch_size", "-4"], ["--per_device_train_batch_size -4", ">= 1"]),
+    (["--per_device_eval_batch_size", "0"], ["--per_device_eval_batch_size 0", ">= 1"]),
+    (["--output_dir", "{file}"], ["--output_dir {file} is a file; expected a directory"]),
+    (["--output_dir", "{file}/run"], ["--output_dir {file}/run: {file} is a file"]),
+    (["--output_dir", READ_ONLY], [f"--output_dir {READ_ONLY}: /proc is not writable"]),
+    (["--lerning_rate", "0.1"], ["unknown flag --lerning_rate (did you mean --learning_rate?)"]),
+])
+def test_training_script_flags_are_refused_before_any_work(flags, expected, a_file, tmp_path):
+    """`--data_path` does not exist: a run that got past the flags would fail on it instead."""
+    if READ_ONLY in flags and not os.path.isdir("/proc"):
+        pytest.skip("no /proc on this system")
+    flags = [f.replace("{file}", a_file) for f in flags]
+    defaults = {"--output_dir": str(tmp_path / "out"), "--data_path": str(tmp_path / "no_data")}
+    for flag, value in defaults.items():
+        if flag not in flags:
+            flags += [flag, value]
+    result = _script("eva02/run_eva02_finetune_dist.py", *flags)
+    _refused(result, *[e.replace("{file}", a_file) for e in expected])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script, flags, expected", [
+    ("eva02/run_eva02_finetune_eval.py", ["--per_device_eval_batch_size", "0"],
+     ["--per_device_eval_batch_size 0", ">= 1"]),
+    ("eva02/run_eva02_finetune_eval.py", ["--output_dir", "{file}"], ["--output_dir {file} is a file"]),
+    ("evaclip/run_retrieval_eval.py", ["--output_dir", "{file}/report", "--data_path", "x.json", "--image_root", "."],
+     ["--output_dir {file}/report: {file} is a file"]),
+    ("evaclip/run_zero_shot_eval.py", ["--output_dir", "{file}"], ["--output_dir {file} is a file"]),
+    ("evaclip/run_zero_shot_eval.py", ["--per_device_eval_batch_size", "0"], ["--per_device_eval_batch_size", ">= 1"]),
+    ("evaclip/run_zero_shot_eval.py", ["--temlates", "t.txt"], ["unknown flag --temlates (did you mean --templates?)"]),
+])
+def test_evaluation_script_flags_are_refused_before_the_evaluation(script, flags, expected, a_file, tmp_path):
+    data = _folder(tmp_path / "val", ["cat", "dog"])
+    flags = [f.replace("{file}", a_file) for f in flags]
+    if "retrieval" not in script:
+        flags += ["--model", "no/such/model", "--eval_data_path" if "finetune" in script else "--data_path", data]
+    _refused(_script(script, *flags), *[e.replace("{file}", a_file) for e in expected])
+
+
+def _write_model_dir(config, path, edit=None, text=None) -> str:
+    """A saved tiny model whose config.json gets `edit` (field -> JSON value) or is replaced by `text`."""
+    import json
+
+    model_dir = _classifier_dir(config, path)
+    config_file = os.path.join(model_dir, "config.json")
+    if text is not None:
+        with open(config_file, "w") as f:
+            f.write(text)
+    if edit:
+        with open(config_file) as f:
+            fields = json.load(f)
+        fields.update(edit)
+        with open(config_file, "w") as f:
+            json.dump(fields, f)
+    return model_dir
+
+
+@pytest.mark.parametrize("edit, text, expected", [
+    ({"embed_dim": "192"}, None, ["config.json: field 'embed_dim' is the string \"192\"; expected an integer"]),
+    ({"image_size": "large"}, None, ["field 'image_size' is the string \"large\"; expected an integer"]),
+    ({"mean": "clip"}, None, ["field 'mean' is the string \"clip\"; expected a list of numbers or null"]),
+    ({"qkv_bias": 1}, None, ["field 'qkv_bias' is the number 1; expected true or false"]),
+    (None, '{"embed_dim": 128,', ["config.json is not valid JSON", "line 1"]),
+])
+def test_a_config_json_of_wrong_types_is_named(edit, text, expected, tiny_eva02_config, tmp_path):
+    model_dir = _write_model_dir(tiny_eva02_config, tmp_path / "model", edit, text)
+    line = _refused(_cli("predict", sample_image_path(), "--model", model_dir), *expected)
+    assert os.path.join(model_dir, "config.json") in line
+
+
+def test_config_types_are_checked_for_every_family_and_nested_towers(tmp_path):
+    """The check is the base class's: an EVA-CLIP text tower's field inside config.json is named with its path."""
+    import json
+
+    from paddlemix_eva import zoo
+    from paddlemix_eva.models.evaclip import EVACLIPConfig
+
+    config = zoo.build_config(zoo.get_entry("EVA02-CLIP-B-16"), EVACLIPConfig).to_dict()
+    config["text_cfg"]["width"] = "512"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"field 'text_cfg.width' is the string \"512\"; expected an integer"):
+        EVACLIPConfig.from_pretrained(str(tmp_path))
+    config["text_cfg"]["width"] = 512
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert EVACLIPConfig.from_pretrained(str(tmp_path)).text_config.width == 512
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["predict", "{img}", "--model", "x", "--topk", "0"], ["argument --topk: expected an integer >= 1, got 0"]),
+    (["predict", "{img}", "--model", "x", "--batch-size", "0"], ["argument --batch-size: expected an integer >= 1"]),
+    (["features", "{img}", "--model", "x", "--out", "f.npy", "--batch-size", "-1"],
+     ["argument --batch-size: expected an integer >= 1, got -1"]),
+    (["predict", "{img}", "--model", "./my_dir"], ["model directory ./my_dir does not exist"]),
+    (["predict", "{img}", "--model", "~/no_such_model_dir"], ["model directory ~/no_such_model_dir does not exist"]),
+    (["predict", "{img}", "--model", "EVA02-CLIP-B-16", "--labels", "nosuch.txt"],
+     ["--labels nosuch.txt: no such file"]),
+    (["predict", "{img}", "--model", "EVA02-CLIP-B-16", "--labels", "labels/classes"],
+     ["--labels labels/classes: no such file"]),
+    (["predict", "{img}", "--model", "EVA02-CLIP-B-16", "--labels", "cat"],
+     ["at least 2 distinct class names", "'cat'"]),
+    (["predict", "{img}", "--model", "EVA02-CLIP-B-16", "--labels", "cat,dog,cat"],
+     ["duplicate class names ['cat']"]),
+    (["predict", "{img}", "--model", "x", "--topp", "3"], ["unknown flag --topp (did you mean --topk?)"]),
+    (["features", "{img}", "--model", "x", "--out", "{file}/f.npy"], ["--out {file}/f.npy: {file} is a file"]),
+    (["features", "{img}", "--model", "x", "--out", "{dir}"], ["--out {dir}.npy"]),
+    (["export", "--model", "x", "--out", "{file}"], ["--out {file} is a file; expected a directory"]),
+    (["convert", "{img}", "--format", "timm", "--out", "{file}"], ["--out {file} is a file"]),
+    (["mae-visualize", "{img}", "--model", "x", "--out", f"{READ_ONLY}/x.png"], ["/proc is not writable"]),
+])
+def test_cli_flags_are_refused_before_any_work(args, expected, a_file, tmp_path):
+    """Every command names `x` as the model, which does not exist: a command past its flags would fail there."""
+    if any(READ_ONLY in a for a in args) and not os.path.isdir("/proc"):
+        pytest.skip("no /proc on this system")
+    (tmp_path / "d.npy").mkdir()
+    values = {"{img}": sample_image_path(), "{file}": a_file, "{dir}": str(tmp_path / "d")}
+
+    def fill(text: str) -> str:
+        for key, value in values.items():
+            text = text.replace(key, value)
+        return text
+
+    _refused(_cli(*[fill(a) for a in args]), *[fill(e) for e in expected])
+
+
+def test_the_python_api_refuses_counts_below_one_before_loading():
+    """`no/such/model` is never reached: the counts are checked first."""
+    from paddlemix_eva import inference_model
+    from paddlemix_eva.tasks.evaluation import evaluate_classifier
+    from paddlemix_eva.tasks.inference import extract_features
+
+    with pytest.raises(ValueError, match="topk 0: expected an integer >= 1"):
+        inference_model("no/such/model", sample_image_path(), topk=0)
+    with pytest.raises(ValueError, match="batch_size -1: expected an integer >= 1"):
+        extract_features("no/such/model", sample_image_path(), batch_size=-1)
+    with pytest.raises(ValueError, match="batch_size 0: expected an integer >= 1"):
+        evaluate_classifier(paddle.nn.Linear(2, 2), [], batch_size=0)
+
+
+def test_parse_labels_reads_files_and_keeps_names_with_slashes(tmp_path):
+    from paddlemix_eva.tasks.zeroshot import parse_labels
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    assert parse_labels(str(labels)) == ["cat", "dog"]
+    assert parse_labels("AC/DC, dog") == ["AC/DC", "dog"]
+    labels.write_text("cat\ncat\n")
+    with pytest.raises(ValueError, match=rf"--labels {labels}: duplicate class names \['cat'\]"):
+        parse_labels(str(labels))
+
+
+def test_zoo_names_with_slashes_are_still_names(tmp_path):
+    from paddlemix_eva import zoo
+
+    assert zoo.looks_like_path("./m") and zoo.looks_like_path("~/m") and zoo.looks_like_path("runs/m")
+    assert not zoo.looks_like_path("paddlemix/EVA/EVA02/eva02_Ti_pt_in21k_p14")
+    with pytest.raises(KeyError, match="unknown model name 'paddlemix/EVA/EVA02/eva02_Ti_pt_in21k_p15'"):
+        zoo.get_entry("paddlemix/EVA/EVA02/eva02_Ti_pt_in21k_p15")
+
+
 # ---------------------------------------------------------------------------------- messages
 def test_messages_point_the_right_way(tiny_eva02_config, tmp_path, caplog):
     from paddlemix_eva import zoo

@@ -21,10 +21,13 @@ from digits_demo import run_demo, summary_lines
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="output/demo", help="data, checkpoints and logs go here")
-    parser.add_argument("--pretrain_epochs", type=int, default=3)
-    parser.add_argument("--finetune_epochs", type=int, default=10)
+    parser.add_argument("--pretrain_epochs", type=int, default=3, help="epochs of MIM pre-training")
+    parser.add_argument("--finetune_epochs", type=int, default=10, help="epochs of fine-tuning")
     parser.add_argument("--verbose", action="store_true", help="also show Paddle's / PaddleNLP's own messages")
     args = parser.parse_args()
+    for flag in ("pretrain_epochs", "finetune_epochs"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     setup_logging(args.verbose)
     examples = os.path.dirname(os.path.abspath(__file__))
     result = run_demo(os.path.abspath(args.workdir), examples, args.pretrain_epochs, args.finetune_epochs)

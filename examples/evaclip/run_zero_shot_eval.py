@@ -20,20 +20,20 @@ from paddlemix_eva.data.datasets import ImageFolder
 from paddlemix_eva.data.transforms import EvalTransform
 from paddlemix_eva.models import EVACLIP
 from paddlemix_eva.tasks import zeroshot
-from paddlemix_eva.utils.errors import exit_on_bad_input
+from paddlemix_eva.utils.errors import FlagParser, check_writable_dir, exit_on_bad_input, positive_int
 from paddlemix_eva.utils.logs import setup_logging
 
 logger = logging.getLogger("run_zero_shot_eval")
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="paddlemix/EVA/EVA02-CLIP-L-14", help="zoo name or model directory")
     parser.add_argument("--data_path", required=True, help="ImageFolder of evaluation images")
     parser.add_argument("--classnames", default=None, help="file with one class name per line (default: ImageNet)")
     parser.add_argument("--templates", default=None, help="file with one prompt template per line (default: 80 OpenAI)")
-    parser.add_argument("--per_device_eval_batch_size", type=int, default=64)
-    parser.add_argument("--dataloader_num_workers", type=int, default=2)
+    parser.add_argument("--per_device_eval_batch_size", type=positive_int, default=64, help="images per forward pass")
+    parser.add_argument("--dataloader_num_workers", type=int, default=2, help="decoding worker processes")
     parser.add_argument("--crop_pct", type=float, default=1.0, help="resize to size/crop_pct, then centre crop")
     parser.add_argument("--cache_dir", default=None, help="where class embeddings are cached (default: no cache)")
     parser.add_argument("--output_dir", default=None, help="write zeroshot_metrics.json here")
@@ -44,6 +44,8 @@ def parse_args():
 def main():
     args = parse_args()
     setup_logging(args.verbose)
+    if args.output_dir:  # before the evaluation, whose metrics go there
+        check_writable_dir(args.output_dir)
     classnames = (zeroshot.read_lines(args.classnames, "class names") if args.classnames
                   else zeroshot.default_classnames())
     templates = zeroshot.read_lines(args.templates, "templates") if args.templates else zeroshot.imagenet_templates()

@@ -4,8 +4,12 @@ The recipe follows timm's ``create_transform(is_training=True)`` + ``Mixup`` + `
 fine-tuning scripts use) so that hyper-parameters carry over unchanged, but it runs on PIL images and numpy arrays
 and draws every random number from an explicit source:
 
-* ``rng=None`` uses numpy's global RNG (Paddle's DataLoader seeds it per worker), so workers differ;
-* an ``int`` seed or a ``np.random.Generator`` makes a call reproducible (tests, per-sample deterministic data).
+* a ``np.random.Generator`` (or an ``int`` seed) makes a call reproducible. Training passes one per sample, seeded
+  by (seed, epoch, index) (``datasets.SeededImageFolder``), and one per batch to ``Mixup`` (``datasets.batch_rng``),
+  so a run's augmentation depends on neither the number of processes or DataLoader workers nor an interruption:
+  a resumed run draws exactly what an uninterrupted one would;
+* ``rng=None`` uses numpy's global RNG (Paddle's DataLoader seeds it per worker, from the main process's state
+  when the epoch's iterator starts, which a resumed run cannot reproduce): for interactive use only.
 
 timm draws from python's ``random`` and torch as well; we use numpy only, so results are equal in distribution
 to timm's, not bit-equal. The one exception is ``Mixup`` with ``rng=None``: it consumes numpy's global RNG in the

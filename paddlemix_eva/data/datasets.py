@@ -17,7 +17,9 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from paddlemix_eva.data.images import read_rgb_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +28,9 @@ Transform = Callable[[Image.Image], object]
 
 
 def open_rgb(path: str) -> Optional[Image.Image]:
-    """The image at `path` as RGB, fully decoded; None (and a warning naming the file) if it cannot be read."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-        logger.warning("skipping unreadable image %s (%s)", path, err)
-        return None
+    """The image at `path` as upright 8-bit RGB, fully decoded (`images.read_rgb`: EXIF orientation, alpha on
+    white, 16-bit scaled); None (and a warning naming the file) if it cannot be read or is of an unsupported kind."""
+    return read_rgb_or_none(path)
 
 
 def collate_skip_invalid(samples: Sequence[Optional[tuple]]):
@@ -128,14 +125,45 @@ class RobustDataset(paddle.io.Dataset):
         raise RuntimeError(f"{type(self).__name__}: not a single sample could be read")
 
 
-class SeededImageDataset(RobustDataset):
+#: the last entropy word of batch-level draws (mixup / cutmix), so they never share a stream with a sample's
+BATCH_STREAM = 0x6D6978
+
+
+class SeededSamples:
+    """Randomness of training samples as a pure function of (seed, epoch, index), not of a global RNG: it then
+    does not depend on how many processes or DataLoader workers load the samples (with `GlobalBatchSampler`, one
+    process with batch 2B and two with batch B train on identical global batches), and a resumed run draws exactly
+    what an uninterrupted one would. The epoch reaches the dataset through `GlobalBatchSampler.set_epoch`, before
+    the DataLoader starts the epoch's workers (which copy the dataset then)."""
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def sample_key(self, index: int) -> np.ndarray:
+        """(seed, epoch, index) of a sample: it travels with the sample so the collator can derive batch-level
+        randomness from it (`batch_rng`)."""
+        return np.asarray([self.seed, self.epoch, index], np.int64)
+
+    def sample_rng(self, index: int) -> np.random.Generator:
+        """The generator of every random choice made for sample `index` in the current epoch."""
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+
+def batch_rng(first_key: Sequence[int]) -> np.random.Generator:
+    """The generator of a batch's own random choices (mixup / cutmix), from the `sample_key` of its first sample:
+    fixed by (seed, epoch, first index) like the samples, and a stream apart from that sample's."""
+    return np.random.default_rng([int(v) for v in first_key] + [BATCH_STREAM])
+
+
+class SeededImageDataset(SeededSamples, RobustDataset):
     """Unlabelled images for self-supervised pre-training (a directory or a file list, see `list_images`).
 
-    A sample's randomness (crop, flip, mask, noise) comes from a generator seeded by (seed, epoch, index), so it
-    does not depend on how many processes or workers load it: with `GlobalBatchSampler`, one process with batch 2B
-    and two with batch B train on identical global batches, and a resumed run sees what an uninterrupted one
-    would. Unreadable images are logged and replaced by the next readable one (batches keep their size).
-    Subclasses implement `make_sample(image, rng)`.
+    A sample's randomness (crop, flip, mask, noise) comes from `sample_rng(index)`, seeded by (seed, epoch, index)
+    (see `SeededSamples`). Unreadable images are logged and replaced by the next readable one (batches keep their
+    size). Subclasses implement `make_sample(image, rng)`.
     """
 
     def __init__(self, source: str, seed: int = 0):
@@ -147,9 +175,6 @@ class SeededImageDataset(RobustDataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def make_sample(self, image: Image.Image, rng: np.random.Generator):
         raise NotImplementedError
 
@@ -157,7 +182,7 @@ class SeededImageDataset(RobustDataset):
         image = open_rgb(self.paths[index])
         if image is None:
             return None
-        return self.make_sample(image, np.random.default_rng([self.seed, self.epoch, index]))
+        return self.make_sample(image, self.sample_rng(index))
 
 
 class ImageFolder(RobustDataset):
@@ -184,6 +209,26 @@ class ImageFolder(RobustDataset):
         if img is None:
             return None
         return (self.transform(img) if self.transform else img), np.int64(label)
+
+
+class SeededImageFolder(SeededSamples, ImageFolder):
+    """A training ImageFolder whose augmentation is seeded per sample (see `SeededSamples`): `transform(image,
+    rng)` gets `sample_rng(index)`, and `dataset[i]` is (image, label, `sample_key(i)`), the key letting the
+    collator seed batch-level randomness (mixup / cutmix, `batch_rng`). Unreadable images are replaced by the next
+    readable one."""
+
+    def __init__(self, root: str, transform: Callable[[Image.Image, np.random.Generator], object],
+                 classes: Optional[Sequence[str]] = None, on_error: str = "substitute", seed: int = 0):
+        super().__init__(root, transform, classes, on_error)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def load(self, index: int):
+        path, label = self.samples[index]
+        img = open_rgb(path)
+        if img is None:
+            return None
+        return self.transform(img, self.sample_rng(index)), np.int64(label), self.sample_key(index)
 
 
 class ImageCaptionPairs(RobustDataset):

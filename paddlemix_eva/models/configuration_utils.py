@@ -7,7 +7,11 @@ with the family's defaults (EVA-02: CLIP mean / std, no crop margin, bicubic).
 """
 from __future__ import annotations
 
+import collections.abc
+import inspect
+import json
 import logging
+import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from paddlenlp.transformers import PretrainedConfig
@@ -20,6 +24,7 @@ from paddlemix_eva.data.transforms import (
     Preprocessing,
     check_preprocessing,
 )
+from paddlemix_eva.utils.errors import read_json_file
 from paddlemix_eva.utils.resources import label_set
 
 logger = logging.getLogger(__name__)
@@ -34,7 +39,123 @@ IMAGENET_PREPROCESSING: Mapping[str, Any] = {"mean": IMAGENET_MEAN, "std": IMAGE
                                              "interpolation": "bicubic"}
 
 
-class ImageConfig(PretrainedConfig):
+class CheckedConfig(PretrainedConfig):
+    """A config whose `config.json` is checked as it is read: text that is not JSON, or a field whose value is not
+    of the type its `__init__` declares (`"embed_dim": "192"`, `"mean": "clip"`), is a ValueError naming the file,
+    the field and the expected type, instead of a failure deep inside the model. Every paddlemix-eva config derives
+    from it; `nested_configs` names fields that hold another config's fields (EVA-CLIP's towers)."""
+
+    nested_configs: Mapping[str, type] = {}
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file) -> Dict[str, Any]:
+        config = read_json_file(str(json_file))
+        if not isinstance(config, dict):
+            raise ValueError(f"{json_file}: expected a JSON object of config fields, got {_describe_value(config)}")
+        cls.check_field_types(config, str(json_file))
+        return config
+
+    @classmethod
+    def field_types(cls) -> Dict[str, Any]:
+        """field -> declared type of every `__init__` argument of paddlemix-eva's classes in the MRO (the
+        annotation, else the type of a non-None default)."""
+        types: Dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            init = klass.__dict__.get("__init__")
+            if init is None or not klass.__module__.startswith("paddlemix_eva"):
+                continue
+            try:
+                hints = typing.get_type_hints(init)
+            except Exception:  # an annotation that does not resolve: fall back to the defaults' types
+                hints = {}
+            for name, param in inspect.signature(init).parameters.items():
+                if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                    continue
+                declared = hints.get(name)
+                if declared is None and param.default not in (None, param.empty):
+                    declared = type(param.default)
+                if declared is not None:
+                    types[name] = declared
+        return types
+
+    @classmethod
+    def check_field_types(cls, config: Mapping[str, Any], source: str, prefix: str = "") -> None:
+        """Raise a ValueError naming `source`, the field and the expected type for the first field of `config`
+        whose JSON value does not fit its declared type (fields the class does not declare are not checked)."""
+        for name, declared in cls.field_types().items():
+            if name in config and not _fits(config[name], declared):
+                raise ValueError(f"{source}: field '{prefix}{name}' is {_describe_value(config[name])}; expected "
+                                 f"{_describe_type(declared)}")
+        for name, nested in cls.nested_configs.items():
+            if isinstance(config.get(name), dict):
+                nested.check_field_types(config[name], source, prefix=f"{prefix}{name}.")
+
+
+def _fits(value: Any, declared: Any) -> bool:
+    """Whether a JSON value fits a declared Python type (types JSON cannot express are not checked)."""
+    origin = typing.get_origin(declared)
+    if declared is Any:
+        return True
+    if origin is Union:
+        return any(_fits(value, arg) for arg in typing.get_args(declared))
+    if declared is type(None):
+        return value is None
+    if declared is bool:
+        return isinstance(value, bool)
+    if declared is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if declared is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if declared is str:
+        return isinstance(value, str)
+    container = origin or declared
+    if container in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, list):
+            return False
+        element = _element_type(declared)
+        return element is None or all(_fits(item, element) for item in value)
+    if container in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    return True
+
+
+def _element_type(declared: Any) -> Any:
+    """The item type of `List[X]`, `Sequence[X]`, `Tuple[X, ...]` (None when items are not all of one type)."""
+    args = typing.get_args(declared)
+    if len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis):
+        return args[0]
+    return None
+
+
+def _describe_type(declared: Any) -> str:
+    if typing.get_origin(declared) is Union:
+        args = typing.get_args(declared)
+        named = [_describe_type(a) for a in args if a is not type(None)]
+        return " or ".join(named + (["null"] if type(None) in args else []))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    if declared in names:
+        return names[declared]
+    container = typing.get_origin(declared) or declared
+    if container in (list, tuple, collections.abc.Sequence):
+        element = _element_type(declared)
+        plural = {int: "integers", float: "numbers", str: "strings"}.get(element)
+        return f"a list of {plural}" if plural else "a list"
+    if container in (dict, collections.abc.Mapping):
+        return "an object ({...})"
+    return getattr(declared, "__name__", str(declared))
+
+
+def _describe_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, str):
+        return f"the string {json.dumps(value)}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+class ImageConfig(CheckedConfig):
     """Config of a model that takes images: `mean`, `std`, `crop_pct`, `interpolation` (with `image_size`) say
     how an image is prepared for it. Subclasses set `preprocessing_defaults` to their family's values."""
 

@@ -16,7 +16,9 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from paddlemix_eva.utils.errors import check_at_least_one
 from paddlemix_eva.utils.logs import progress
+from paddlemix_eva.utils.processes import worker_init_fn
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +92,12 @@ def autocast(model, precision: Optional[str], level: str = "O1"):
 def predict(model, dataset, batch_size: int = 64, num_workers: int = 0, precision: Optional[str] = None,
             amp_level: str = "O1") -> Dict[str, np.ndarray]:
     """Logits of every readable sample, gathered over all ranks: {"indices", "logits", "labels"} sorted by index."""
+    check_at_least_one(batch_size, "batch_size")
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
     share = _Subset(dataset, rank_share(len(dataset), rank, world))
     loader = paddle.io.DataLoader(share, batch_size=batch_size, shuffle=False, drop_last=False,
-                                  num_workers=num_workers, collate_fn=_collate)
+                                  num_workers=num_workers, collate_fn=_collate, worker_init_fn=worker_init_fn())
     was_training = model.training
     model.eval()
     indices: List[np.ndarray] = []

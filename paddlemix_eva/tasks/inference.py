@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from paddlemix_eva.data.datasets import list_image_files
 from paddlemix_eva.data.transforms import EvalTransform, ImageLike, Preprocessing, load_image
+from paddlemix_eva.utils.errors import check_at_least_one
 from paddlemix_eva.utils.logs import progress
 from paddlemix_eva.utils.resources import imagenet_classnames, label_set
 
@@ -214,6 +215,8 @@ def inference_model(
     Returns a dict (a list of dicts for a list or NHWC batch) with `pred_label`, `pred_score`, `pred_class` and
     `topk`, a list of (label, score, class name).
     """
+    check_at_least_one(topk, "topk")
+    check_at_least_one(batch_size, "batch_size")
     run, config, _ = _as_runner(model_or_name)
     transform = eval_transform(config)
     items, single = _split_images(image)
@@ -250,6 +253,7 @@ def extract_features(
 ) -> Tuple[np.ndarray, List[Optional[str]]]:
     """Pooled features [N, D] (what the head sees) or patch tokens [N, P, D] of the readable images, and one
     error message (None when fine) per input image, in input order."""
+    check_at_least_one(batch_size, "batch_size")
     model = load_feature_extractor(model_or_name) if isinstance(model_or_name, str) else model_or_name
     encode = _feature_function(model, patch_tokens)
     model.eval()

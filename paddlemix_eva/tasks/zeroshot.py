@@ -22,6 +22,7 @@ from paddlemix_eva.layers.losses import l2_normalize
 from paddlemix_eva.tasks.evaluation import topk_correct
 from paddlemix_eva.utils.checkpoint import atomic_path
 from paddlemix_eva.utils.logs import progress
+from paddlemix_eva.utils.processes import worker_init_fn
 from paddlemix_eva.utils.resources import data_path, imagenet_classnames
 from paddlemix_eva.utils.serialization import load_npy
 
@@ -118,7 +119,7 @@ def evaluate(model, dataset, classifier: np.ndarray, batch_size: int = 64, num_w
     """Top-1 / top-5 (%) of zero-shot predictions over every readable sample of `dataset` ((image, label) pairs)."""
     loader = paddle.io.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers,
-        collate_fn=collate_skip_invalid,
+        collate_fn=collate_skip_invalid, worker_init_fn=worker_init_fn(),
     )
     weights = paddle.to_tensor(classifier)
     model.eval()
@@ -200,11 +201,28 @@ def zero_shot_classifier(model_or_name, class_names: Sequence[str], templates: O
     return ZeroShotClassifier(model.eval(), class_names, templates, cache_dir)
 
 
+#: what a `--labels` value that names a file ends with
+LABEL_FILE_SUFFIXES = (".txt", ".json", ".csv")
+
+
 def parse_labels(value: str) -> List[str]:
-    """`--labels`: comma-separated class names, or a text file with one name per line."""
+    """`--labels`: comma-separated class names, or a text file with one name per line. A value that looks like a
+    file name (ends with .txt / .json / .csv, or holds a path separator and no comma) must be an existing file;
+    zero-shot needs at least two distinct names."""
     if os.path.isfile(value):
-        return read_lines(value, "class names")
-    names = [name.strip() for name in value.split(",")]
-    if not all(names):
-        raise ValueError(f"--labels {value!r}: empty class name; give names separated by commas, e.g. \"cat,dog\"")
+        names, source = read_lines(value, "class names"), f"--labels {value}"
+    elif value.lower().endswith(LABEL_FILE_SUFFIXES) or ("," not in value and any(
+            sep in value for sep in {"/", os.sep, os.altsep} - {None})):
+        raise FileNotFoundError(f"--labels {value}: no such file (expected class names separated by commas, e.g. "
+                                "\"cat,dog\", or a file with one name per line)")
+    else:
+        names, source = [name.strip() for name in value.split(",")], f"--labels {value!r}"
+        if not all(names):
+            raise ValueError(f"{source}: empty class name; give names separated by commas, e.g. \"cat,dog\"")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"{source}: duplicate class names {duplicates}; each class must be named once")
+    if len(names) < 2:
+        raise ValueError(f"{source}: zero-shot classification needs at least 2 distinct class names, got "
+                         f"{len(names)} ({names[0]!r}); a single name would always be predicted")
     return names

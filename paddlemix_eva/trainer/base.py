@@ -2,6 +2,7 @@
 run checks, atomic checkpoints and richer logs. Subclasses override `compute_loss` (and `lr_scale_for`)."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import errno
 import logging
@@ -18,16 +19,22 @@ from typing import Any, Callable, Optional
 import numpy as np
 import paddle
 import paddle.nn as nn
-from paddlenlp.trainer import PdArgumentParser, Trainer, TrainingArguments
+from paddlenlp.trainer import PdArgumentParser, Trainer, TrainerCallback, TrainingArguments
 from paddlenlp.trainer.integrations import VisualDLCallback
-from paddlenlp.trainer.trainer_utils import IntervalStrategy, get_last_checkpoint
+from paddlenlp.trainer.trainer_utils import IntervalStrategy, TrainOutput, get_last_checkpoint
 
 from paddlemix_eva.data.datasets import GlobalBatchSampler
 from paddlemix_eva.trainer.callbacks import GradNormMonitor, NonFiniteGuard, SafeVisualDLCallback
 from paddlemix_eva.trainer.optim import apply_lr_scales, decayed_parameter_names
 from paddlemix_eva.trainer.schedules import WarmupCosineLR, WeightDecaySchedule
-from paddlemix_eva.utils import compat
-from paddlemix_eva.utils.errors import TrainingStopped
+from paddlemix_eva.utils import compat, processes
+from paddlemix_eva.utils.errors import (
+    OneLineParserMixin,
+    TrainingStopped,
+    check_at_least_one,
+    check_parsed_arguments,
+    check_writable_dir,
+)
 from paddlemix_eva.utils.logs import third_party_quiet
 from paddlemix_eva.utils.runtime import configure_training_runtime, leave_distributed_run
 from paddlemix_eva.utils.serialization import verify_checkpoint_dir
@@ -54,8 +61,16 @@ class EVATrainingArguments(TrainingArguments):
     max_nonfinite_steps: int = field(
         default=3, metadata={"help": "stop after this many optimizer steps in a row with a non-finite loss or "
                                      "gradient norm (each is skipped)"})
+    resume_from_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "resume a run: `last` (or `true`) for the newest complete checkpoint-N in "
+                                        "--output_dir, or the path of a checkpoint directory"})
 
     def __post_init__(self):
+        # before PaddleNLP's own set-up: a zero batch would divide by zero there, a bad output_dir fail at the end
+        check_at_least_one(self.per_device_train_batch_size, "--per_device_train_batch_size")
+        check_at_least_one(self.per_device_eval_batch_size, "--per_device_eval_batch_size")
+        if self.output_dir:
+            check_writable_dir(self.output_dir, "--output_dir")
         # PaddleNLP resets the parallel degrees to -1 in a single process; keep what was asked to check it
         self.requested_tensor_parallel_degree = self.tensor_parallel_degree
         self.requested_sharding = str(self.sharding or "").split() if isinstance(self.sharding, str) else []
@@ -143,11 +158,72 @@ def apply_save_epochs(args: EVATrainingArguments, num_samples: int) -> int:
     return steps_per_epoch
 
 
-class ArgumentParser(PdArgumentParser):
-    """PaddleNLP's dataclass parser, where the literal `None` gives None for an optional field: PaddleMIX's
-    documented commands pass e.g. `--pretrained_model_path None` or `--tea_pretrained_model_path None`."""
+#: PaddleNLP training flags every run may need, shown by `--help` (with these shorter help lines) next to the
+#: script's own flags; PaddleNLP's others wait behind --help-all
+COMMON_TRAINING_FLAGS = {
+    "output_dir": "where checkpoints, logs and the final model are written",
+    "overwrite_output_dir": "start afresh in an --output_dir that holds checkpoints",
+    "per_device_train_batch_size": "training images per device and step",
+    "per_device_eval_batch_size": "evaluation images per device and step",
+    "num_train_epochs": "training epochs",
+    "max_steps": "optimizer steps in all (> 0: overrides --num_train_epochs)",
+    "learning_rate": "peak learning rate",
+    "weight_decay": "weight decay",
+    "warmup_steps": "warmup length in optimizer steps (0: --warmup_epochs)",
+    "max_grad_norm": "clip gradients to this global norm (0: off)",
+    "seed": "random seed (weights, data order, augmentation)",
+    "logging_steps": "log the loss every this many steps",
+    "save_steps": "checkpoint every this many steps (unless --save_epochs)",
+    "save_total_limit": "keep only the newest this many checkpoints",
+    "dataloader_num_workers": "image decoding processes per device (0: in the training process)",
+    "fp16": "float16 mixed precision (CUDA only)",
+    "bf16": "bfloat16 mixed precision (CUDA only)",
+}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help one line per flag where it fits: 120 columns unless the terminal says otherwise."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=40, width=shutil.get_terminal_size((120, 24)).columns)
+
+    def _get_help_string(self, action):
+        if action.default is None or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _HelpAllAction(argparse.Action):
+    """`--help-all`: the help with PaddleNLP's training flags too."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.show_all_flags()
+        parser.print_help()
+        parser.exit()
+
+
+def own_fields(dtype: type) -> set:
+    """The fields of an argument dataclass declared by paddlemix-eva or the script (not inherited unchanged from
+    PaddleNLP's TrainingArguments): what `--help` shows."""
+    names = set()
+    for klass in dtype.__mro__:
+        if not klass.__module__.startswith("paddlenlp"):
+            names.update(klass.__dict__.get("__annotations__", {}))
+    return names
+
+
+class ArgumentParser(OneLineParserMixin, PdArgumentParser):
+    """PaddleNLP's dataclass parser, with: the literal `None` as None for an optional field (PaddleMIX's
+    documented commands pass e.g. `--pretrained_model_path None`); a short `--help` (the script's own flags, the
+    EVA additions and the common run flags; `--help-all` adds PaddleNLP's ~200 others); an unknown flag refused
+    with the closest known one; usage errors as one line."""
 
     def __init__(self, dataclass_types, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("usage", "%(prog)s [--flag VALUE ...]")
         super().__init__(dataclass_types, **kwargs)
         optional = set()
         for dtype in self.dataclass_types:
@@ -156,6 +232,64 @@ class ArgumentParser(PdArgumentParser):
         for action in self._actions:
             if action.dest in optional:
                 action.type = _none_or(action.type or str)
+        self._hidden_help: dict = {}
+        self._arrange_help()
+
+    def _arrange_help(self) -> None:
+        """One section per argument dataclass with its own flags (and the common run flags) in declaration order;
+        PaddleNLP's other flags last, hidden until `--help-all`."""
+        self.add_argument("--help-all", action=_HelpAllAction, dest=argparse.SUPPRESS,
+                          help="show this help with PaddleNLP's other training flags too, and exit")
+        by_dest: dict = {}
+        for action in self._actions:
+            if action.dest not in ("help", argparse.SUPPRESS):
+                by_dest.setdefault(action.dest, []).append(action)
+        for group in self._action_groups:
+            group._group_actions[:] = [a for a in group._group_actions
+                                       if a.dest in ("help", argparse.SUPPRESS)]
+        for dtype in self.dataclass_types:
+            own = own_fields(dtype)
+            fields = [f.name for f in dataclasses.fields(dtype) if f.init and (f.name in own or
+                                                                              f.name in COMMON_TRAINING_FLAGS)]
+            for name in set(fields) - own:
+                for action in by_dest.get(name, []):
+                    action.help = COMMON_TRAINING_FLAGS[name]
+            if fields:
+                group = self.add_argument_group(_section_title(dtype))
+                for name in fields:
+                    group._group_actions.extend(self._shown(by_dest.pop(name, [])))
+        rest = [a for actions in by_dest.values() for a in actions]
+        if rest:
+            group = self.add_argument_group("PaddleNLP's other training flags")
+            group._group_actions.extend(rest)
+            for action in rest:
+                self._hidden_help[action] = action.help
+                action.help = argparse.SUPPRESS
+            self.epilog = (f"{len(rest)} more flags of PaddleNLP's TrainingArguments (logging, saving, evaluation, "
+                           "distributed, precision, ...): --help-all")
+
+    def _shown(self, actions: list) -> list:
+        """A flag's actions as `--help` lists them: typed metavars; the `--no_X` twin of a boolean hidden."""
+        for action in actions:
+            if action.option_strings and action.option_strings[0].startswith("--no_"):
+                self._hidden_help[action] = action.help
+                action.help = argparse.SUPPRESS
+            elif action.metavar is None and action.choices is None and action.type is not None:
+                name = getattr(action.type, "__name__", "value")
+                action.metavar = {"strtobool": "BOOL", "str": "TEXT"}.get(name, name.upper())
+        return actions
+
+    def show_all_flags(self) -> None:
+        for action, help_text in self._hidden_help.items():
+            action.help = help_text
+        self.epilog = None
+
+
+def _section_title(dtype: type) -> str:
+    """The first line of an argument dataclass's docstring (its name when it has none of its own)."""
+    doc = (dtype.__doc__ or "").strip()
+    first = doc.splitlines()[0].rstrip(".:") if doc and not doc.startswith(f"{dtype.__name__}(") else ""
+    return first if first and len(first) <= 100 else dtype.__name__
 
 
 def _none_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -168,6 +302,8 @@ def _none_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 @dataclass
 class OutputArguments:
+    """Console output"""
+
     verbose: bool = field(default=False, metadata={"help": "also show Paddle's / PaddleNLP's own messages and "
                                                            "DEBUG logs (default: progress, metrics, warnings)"})
 
@@ -180,9 +316,12 @@ def run_from_command_line(runner, *argument_classes: type):
     from paddlemix_eva.utils.logs import setup_logging, verbose_requested
 
     setup_logging(verbose_requested(sys.argv[1:]))
+    processes.end_with_launcher()  # a rank of paddle.distributed.launch ends with the launcher, even SIGKILLed
 
     def parse_and_run():
         *parsed, output = ArgumentParser(argument_classes + (OutputArguments,)).parse_args_into_dataclasses()
+        for arguments in parsed:
+            check_parsed_arguments(arguments)
         return runner(*parsed)
 
     result = exit_on_bad_input(parse_and_run)
@@ -192,27 +331,58 @@ def run_from_command_line(runner, *argument_classes: type):
 
 def train_and_save(trainer: Trainer, title: str, num_samples: int) -> dict:
     """Train (resuming from `--resume_from_checkpoint` if given), save the model, the train metrics and the trainer
-    state (log history), and log a
-    one-line summary (steps, epochs, throughput, first and last logged loss); returns the train metrics."""
+    state (log history), and log a one-line summary (steps, epochs, throughput, this run's mean loss and its first
+    and last logged loss); returns the train metrics (`train_loss`: the mean over this run's steps, see
+    `EVATrainer.run_metrics`)."""
     args = trainer.args
     start = time.time()
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model()
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()  # trainer_state.json beside the model: the whole log history (losses, evaluations)
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    first = result.metrics.get("train_first_step", 1)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e and e.get("step", first) >= first]
     logger.info("%s done: %d steps (%.2f epochs of %d samples, effective batch %d) in %.0f s, %.1f samples/s; "
-                "loss %s -> %s; saved in %s", title, trainer.state.global_step, trainer.state.epoch or 0.0,
-                num_samples, effective_batch_size(args), time.time() - start,
-                result.metrics.get("train_samples_per_second", math.nan), f"{losses[0]:.4f}" if losses else "n/a",
-                f"{losses[-1]:.4f}" if losses else "n/a", args.output_dir)
+                "%s, logged loss %s -> %s; %s", title, trainer.state.global_step,
+                trainer.state.epoch or 0.0, num_samples, effective_batch_size(args), time.time() - start,
+                result.metrics.get("train_samples_per_second", math.nan), run_loss_summary(result.metrics),
+                f"{losses[0]:.4f}" if losses else "n/a", f"{losses[-1]:.4f}" if losses else "n/a", saved_in(args))
     return result.metrics
+
+
+def saved_in(args: TrainingArguments, directory: Optional[str] = None) -> str:
+    """`saved in DIR` on the rank that writes the run's files (PaddleNLP's `should_save`), `saved by another rank`
+    on the others: a multi-process or multi-node run's logs name a directory only where it was written."""
+    if args.should_save:
+        return f"saved in {directory or args.output_dir}"
+    return "saved by another rank"
+
+
+def run_loss_summary(metrics: dict) -> str:
+    """`train_loss 0.8159 (mean over steps 41-53, this run's)` from the metrics of `EVATrainer.train`."""
+    first, last = metrics.get("train_first_step"), metrics.get("train_last_step")
+    if "train_loss" not in metrics or first is None or last is None or last < first:
+        return "train_loss n/a (no step taken)"
+    span = f"step {first}" if first == last else f"steps {first}-{last}"
+    return f"train_loss {metrics['train_loss']:.4f} (mean over {span}, this run's)"
+
+
+class _RunBegin(TrainerCallback):
+    """Calls `EVATrainer.begin_run` at train begin: the checkpoint's trainer state is loaded and the run's length
+    known, but no batch has been loaded and no step taken. Registered first, so a refused run starts nothing."""
+
+    def __init__(self, trainer: "EVATrainer"):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.begin_run(state)
 
 
 class EVATrainer(Trainer):
     """PaddleNLP `Trainer` with: weight decay only where upstream applies it (see `optim.decays`), per-parameter
     learning-rate scales (`lr_scale_for`), linear warmup from `warmup_lr` then cosine to `min_lr`, cosine weight
-    decay, global batches independent of the process count, grad norm in the logs, atomic checkpoints."""
+    decay, global batches independent of the process count, grad norm in the logs, atomic checkpoints, exact
+    resumes (`begin_run`) and a `train_loss` that is this run's mean (`run_metrics`)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -225,8 +395,22 @@ class EVATrainer(Trainer):
         self.wd_schedule: Optional[WeightDecaySchedule] = None
         self.train_sampler: Optional[GlobalBatchSampler] = None
         self._verified_checkpoints: set = set()  # resumed checkpoints already read with the restricted unpickler
+        self._resume_checkpoint: Optional[str] = None  # the checkpoint this run resumes from
+        self.run_start_step = 0  # the global step this run started from (the checkpoint's, or 0)
+        self.callback_handler.callbacks.insert(0, _RunBegin(self))
 
     # ---------------------------------------------------------------------------------- data
+    def get_train_dataloader(self):
+        """PaddleNLP's loader, its workers bound to this process (`processes.bind_workers`): they end with it
+        however it ends, also through `leave_distributed_run`'s exit without teardown or a SIGKILL."""
+        return processes.bind_workers(super().get_train_dataloader())
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return processes.bind_workers(super().get_eval_dataloader(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset):
+        return processes.bind_workers(super().get_test_dataloader(test_dataset))
+
     def _get_train_sampler(self):
         self.train_sampler = GlobalBatchSampler(
             self.train_dataset,
@@ -314,6 +498,8 @@ class EVATrainer(Trainer):
         return loss.detach()
 
     def log(self, logs, **kwargs):
+        if "train_loss" in logs and "train_runtime" in logs:  # PaddleNLP's end-of-training metrics
+            logs.update(self.run_metrics(logs["train_runtime"]))
         if "loss" in logs and self.grad_norm.value is not None:
             logs["grad_norm"] = round(self.grad_norm.value, 6)
         if "loss" in logs and self.wd_schedule is not None:
@@ -337,7 +523,48 @@ class EVATrainer(Trainer):
         return resume_from_checkpoint or None
 
     def train(self, resume_from_checkpoint=None, **kwargs):
-        return super().train(resume_from_checkpoint=self.resolve_checkpoint(resume_from_checkpoint), **kwargs)
+        """PaddleNLP's training; the returned `training_loss` / `metrics["train_loss"]` are this run's mean loss
+        (`run_metrics`)."""
+        checkpoint = self.resolve_checkpoint(resume_from_checkpoint)
+        self._resume_checkpoint = checkpoint if isinstance(checkpoint, str) else None
+        output = super().train(resume_from_checkpoint=checkpoint, **kwargs)
+        return TrainOutput(output.global_step, output.metrics.get("train_loss", output.training_loss), output.metrics)
+
+    def begin_run(self, state) -> None:
+        """At train begin (`_RunBegin`): note where this run starts; when resuming, refuse a checkpoint at or past
+        the end of this run, and restore the checkpoint's RNG states (Python, numpy, Paddle: dropout and drop path
+        draw from Paddle's). PaddleNLP restores them itself only after skipping the batches of a partly trained
+        epoch (again then, to the same states), never when the checkpoint ends an epoch; here it happens before
+        the epoch's first batch either way, as in the uninterrupted run."""
+        self.run_start_step = int(state.global_step)
+        checkpoint = self._resume_checkpoint
+        if checkpoint is None:
+            return
+        if state.global_step >= state.max_steps:
+            length = (f"--max_steps {self.args.max_steps}" if self.args.max_steps > 0 else
+                      f"--num_train_epochs {self.args.num_train_epochs:g}")
+            raise ValueError(
+                f"--resume_from_checkpoint {checkpoint}: the checkpoint is at step {state.global_step} but this run "
+                f"ends at {state.max_steps} steps ({length}); raise --num_train_epochs or --max_steps beyond "
+                f"{state.global_step} to train on from it"
+            )
+        self._load_rng_state(checkpoint)
+
+    def run_metrics(self, runtime: float) -> dict:
+        """What PaddleNLP's end-of-training metrics mean for this run alone: `train_loss` is the mean training loss
+        over the optimizer steps this run took (`train_first_step`..`train_last_step`, after the checkpoint it
+        resumed from; PaddleNLP divides the sum of this run's losses by the global step, previous runs' steps
+        included); throughput counts this run's steps and samples."""
+        steps = self.state.global_step - self.run_start_step
+        total = getattr(self, "_total_loss_scalar", math.nan)  # PaddleNLP's sum of this run's per-step losses
+        samples = steps * effective_batch_size(self.args)
+        return {
+            "train_loss": total / steps if steps > 0 else math.nan,
+            "train_first_step": self.run_start_step + 1,
+            "train_last_step": int(self.state.global_step),
+            "train_samples_per_second": round(samples / runtime, 4) if runtime > 0 else math.nan,
+            "train_steps_per_second": round(steps / runtime, 4) if runtime > 0 else math.nan,
+        }
 
     def _load_from_checkpoint(self, resume_from_checkpoint=None):
         """Before PaddleNLP `paddle.load`s a checkpoint's pickles (model, optimizer, scheduler, RNG states), read

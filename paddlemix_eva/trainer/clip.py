@@ -31,6 +31,7 @@ from paddlemix_eva.trainer.base import (
     train_and_save,
 )
 from paddlemix_eva.trainer.optim import PerParameterDecayAdamW, PerParameterDecayLamb, decayed_parameter_names
+from paddlemix_eva.utils import processes
 
 logger = logging.getLogger(__name__)
 OPTIMIZERS = {"adamw": PerParameterDecayAdamW, "lamb": PerParameterDecayLamb}
@@ -203,7 +204,7 @@ class CLIPTrainer(EVATrainer):
             return super().get_train_dataloader()
         return paddle.io.DataLoader(self.train_dataset, batch_size=self.args.per_device_train_batch_size,
                                     collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
-                                    drop_last=True)
+                                    drop_last=True, worker_init_fn=processes.worker_init_fn())
 
     def train(self, resume_from_checkpoint=None, **kwargs):
         """Resuming on shards starts the stream after the batches the checkpoint's steps consumed, without

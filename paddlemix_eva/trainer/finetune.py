@@ -15,10 +15,18 @@ import paddle
 import paddle.nn.functional as F
 
 from paddlemix_eva.data.augment import Mixup, build_train_transform, mixup_target
-from paddlemix_eva.data.datasets import ImageFolder
+from paddlemix_eva.data.datasets import ImageFolder, SeededImageFolder, batch_rng
 from paddlemix_eva.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from paddlemix_eva.tasks.evaluation import evaluate_classifier, write_report
-from paddlemix_eva.trainer.base import EVATrainer, EVATrainingArguments, apply_save_epochs, prepare_run, seed_everything
+from paddlemix_eva.trainer.base import (
+    EVATrainer,
+    EVATrainingArguments,
+    apply_save_epochs,
+    prepare_run,
+    run_loss_summary,
+    saved_in,
+    seed_everything,
+)
 from paddlemix_eva.trainer.ema import EMACallback, ModelEMA, ema_dir
 
 logger = logging.getLogger(__name__)
@@ -106,9 +114,13 @@ def layer_decay_scales(model, decay: float) -> Dict[str, float]:
 
 
 class ClassificationCollator:
-    """(image, label) samples -> {"image", "labels"}: labels are soft targets, mixed by mixup / cutmix when on,
-    else label-smoothed one-hots (the loss is the same soft-target cross-entropy either way). Numpy arrays: the
-    DataLoader makes the tensors in the main process (never Paddle ops in a forked worker)."""
+    """(image, label[, key]) samples -> {"image", "labels"}: labels are soft targets, mixed by mixup / cutmix when
+    on, else label-smoothed one-hots (the loss is the same soft-target cross-entropy either way). Numpy arrays: the
+    DataLoader makes the tensors in the main process (never Paddle ops in a forked worker).
+
+    Mixing draws from `batch_rng` of the first sample's key (seed, epoch, index; `SeededImageFolder` gives it), so
+    it does not depend on the DataLoader worker that collates the batch and a resumed run mixes as the
+    uninterrupted one; samples without a key fall back to numpy's global RNG."""
 
     def __init__(self, num_classes: int, smoothing: float = 0.1, mixup=None):
         self.num_classes, self.smoothing, self.mixup = num_classes, smoothing, mixup
@@ -117,7 +129,8 @@ class ClassificationCollator:
         images = np.stack([s[0] for s in samples]).astype(np.float32)
         labels = np.asarray([s[1] for s in samples], np.int64)
         if self.mixup is not None:
-            images, targets = self.mixup(images, labels)
+            rng = batch_rng(samples[0][2]) if len(samples[0]) > 2 else None
+            images, targets = self.mixup(images, labels, rng)
         else:
             targets = mixup_target(labels, self.num_classes, 1.0, self.smoothing)
         return {"image": images, "labels": targets.astype(np.float32)}
@@ -218,7 +231,8 @@ def build_mixup(data_args: FinetuneDataArguments, num_classes: int):
 def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments, args: FinetuneArguments,
                    load_model: Callable[..., paddle.nn.Layer] = load_classifier,
                    trainer_class: type = FinetuneTrainer, **trainer_kwargs):
-    """Build, check, train (resuming if asked), evaluate, save; returns (trainer, metrics).
+    """Build, check, train (resuming if asked), evaluate, save; returns (trainer, metrics), `train_loss` being the
+    mean loss over the steps this run took (`EVATrainer.run_metrics`).
 
     Other families reuse the recipe with their own `load_model(name_or_dir, num_classes, input_size, drop_path,
     pretrained_model_path)` and `trainer_class` (a `FinetuneTrainer` subclass; `trainer_kwargs` go to it)."""
@@ -241,7 +255,8 @@ def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataAr
         color_jitter=data_args.color_jitter, reprob=data_args.reprob, remode=data_args.remode,
         recount=data_args.recount, mean=data_args.image_mean, std=data_args.image_std,
     )
-    train_set = ImageFolder(data_args.data_path, train_transform, on_error="substitute")
+    # augmentation seeded by (seed, epoch, sample): independent of processes and workers, exact on resume
+    train_set = SeededImageFolder(data_args.data_path, train_transform, seed=args.seed)
     eval_set = None
     if data_args.eval_data_path:
         eval_transform = model.config.preprocessing.eval_transform()
@@ -261,10 +276,11 @@ def run_finetuning(model_args: FinetuneModelArguments, data_args: FinetuneDataAr
     if eval_set is not None:
         metrics.update(trainer.evaluate())
     trainer.save_metrics("all", metrics)
-    logger.info("fine-tuning done: %d steps in %.0f s; %s; model saved in %s%s", trainer.state.global_step,
-                time.time() - start,
+    trainer.save_state()  # trainer_state.json beside the model: the whole log history (losses, evaluations)
+    logger.info("fine-tuning done: %d steps in %.0f s; %s; %s; model %s%s", trainer.state.global_step,
+                time.time() - start, run_loss_summary(metrics),
                 ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith("eval_")) or "no evaluation",
-                args.output_dir, " (EMA in ema/)" if trainer.ema is not None else "")
+                saved_in(args), " (EMA in ema/)" if trainer.ema is not None and args.should_save else "")
     return trainer, metrics
 
 

@@ -221,13 +221,17 @@ def leave_distributed_run(status: int = 0) -> None:
     """End a finished rank of a multi-process run: all ranks meet at a barrier, flush their logs and exit at once,
     without the interpreter's teardown. Under `paddle.distributed.launch` on CPU (gloo), a normal exit lets one
     rank's C++ teardown of the gloo context race with its peer's, and about one run in six on a loaded 2-core
-    machine then died with SIGABRT after everything was saved (the launcher reported exit code -6). A no-op in a
-    single process."""
+    machine then died with SIGABRT after everything was saved (the launcher reported exit code -6). Skipping the
+    teardown also skips the DataLoader's and multiprocessing's ending of worker processes, so they are ended here
+    first (`processes.end_child_processes`). A no-op in a single process."""
     import paddle.distributed as dist
+
+    from paddlemix_eva.utils.processes import end_child_processes
 
     if not dist.is_initialized() or dist.get_world_size() <= 1:
         return
     dist.barrier()
+    end_child_processes()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

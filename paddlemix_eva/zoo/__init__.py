@@ -22,7 +22,7 @@ from paddlemix_eva.zoo.entry import WEIGHTS_SOURCE, ZooEntry
 
 __all__ = ["ZooEntry", "WEIGHTS_SOURCE", "register", "register_model_type", "entries", "find_entry", "get_entry",
            "list_models", "build_config", "get_model", "model_class_for", "classifier_class_for",
-           "model_class_for_type", "saved_model_type"]
+           "model_class_for_type", "saved_model_type", "looks_like_path"]
 
 #: the family tables, in listing order
 _TABLES = (
@@ -88,8 +88,24 @@ def find_entry(name: str) -> Optional[ZooEntry]:
     return matches[0] if len(matches) == 1 else None
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether a model reference is meant as a directory: it starts with `.` or `~` or is absolute, or it holds a
+    path separator and does not start with a zoo namespace (`paddlemix/...`)."""
+    if name.startswith((".", "~")) or os.path.isabs(name):
+        return True
+    if not any(sep in name for sep in {"/", os.sep, os.altsep} - {None}):
+        return False
+    return name.replace(os.sep, "/").split("/", 1)[0] not in {e.full_name.split("/", 1)[0] for e in entries()}
+
+
 def get_entry(name: str) -> ZooEntry:
     entry = find_entry(name)
+    if entry is None and os.path.isfile(name):
+        raise FileNotFoundError(f"{name} is a file, not a model directory (a folder with config.json and the "
+                                "weights) or a zoo name")
+    if entry is None and looks_like_path(name):
+        raise FileNotFoundError(f"model directory {name} does not exist (a name with a path separator, or starting "
+                                "with . or ~, is read as a directory; `paddlemix-eva list` lists the zoo names)")
     if entry is None:
         close = difflib.get_close_matches(name.rsplit("/", 1)[-1], [e.name for e in entries()], n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -126,8 +142,15 @@ def saved_model_type(directory: str) -> Optional[str]:
     path = os.path.join(directory, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory} has no config.json: not a saved or converted model directory")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f).get("model_type")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f" at line {err.lineno}, column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise ValueError(f"{path} is not valid JSON: {getattr(err, 'msg', 'not UTF-8 text')}{where}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object of config fields, got a {type(config).__name__}")
+    return config.get("model_type")
 
 
 def model_class_for_type(model_type: str) -> type:

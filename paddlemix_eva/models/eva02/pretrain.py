@@ -12,9 +12,9 @@ from typing import Any, Dict, Optional, Union
 
 import paddle
 import paddle.nn as nn
-from paddlenlp.transformers import PretrainedConfig
 
 from paddlemix_eva.layers.losses import negative_cosine_loss
+from paddlemix_eva.models.configuration_utils import CheckedConfig
 from paddlemix_eva.models.eva02.configuration import EVA02VisionTransformerForMIMConfig
 from paddlemix_eva.models.eva02.modeling import EVA02VisionTransformerForMIM
 from paddlemix_eva.models.evaclip import EVACLIP, EVACLIPConfig, EVACLIPVisionTransformer
@@ -25,12 +25,13 @@ logger = logging.getLogger(__name__)
 ModelRef = Union[str, Dict[str, Any]]
 
 
-class EVA02ForPretrainConfig(PretrainedConfig):
+class EVA02ForPretrainConfig(CheckedConfig):
     """`teacher_config` / `student_config`: a zoo name or directory (built and loaded with its weights), or a dict
     of config fields (built with upstream init). A dict student gets `predict_feature_dim` from the teacher."""
 
     model_type = "eva02_for_pretrain"
     attribute_map = {}
+    nested_configs = {"teacher_config": EVACLIPConfig, "student_config": EVA02VisionTransformerForMIMConfig}
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Union
 from paddlenlp.transformers import PretrainedConfig
 
 from paddlemix_eva.data.transforms import Preprocessing
-from paddlemix_eva.models.configuration_utils import ImageConfig
+from paddlemix_eva.models.configuration_utils import CheckedConfig, ImageConfig
 from paddlemix_eva.models.trunk import PatchGrid, TrunkSpec, check_patch_grid
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class EVACLIPVisionConfig(PatchGrid, ImageConfig):
         )
 
 
-class EVACLIPTextConfig(PretrainedConfig):
+class EVACLIPTextConfig(CheckedConfig):
     """OpenAI-CLIP style causal text transformer: EOT pooling, `text_projection`, LayerNorm eps 1e-5."""
 
     model_type = "text_transformer"
@@ -191,7 +191,7 @@ def joint_embed_dim(embed_dim: Optional[int], vision: Dict[str, Any], text: Dict
     return next(iter(named.values()), DEFAULT_EMBED_DIM)
 
 
-class EVACLIPConfig(PretrainedConfig):
+class EVACLIPConfig(CheckedConfig):
     """Joint image-text model; `embed_dim` (the shared embedding width) is copied into both towers.
 
     Reads `config.json` as PaddleMIX writes it: the towers under `vision_cfg` / `text_cfg` and again under
@@ -206,6 +206,8 @@ class EVACLIPConfig(PretrainedConfig):
 
     model_type = "evaclip"
     attribute_map = {}
+    nested_configs = {"vision_cfg": EVACLIPVisionConfig, "vision_config": EVACLIPVisionConfig,
+                      "text_cfg": EVACLIPTextConfig, "text_config": EVACLIPTextConfig}
 
     def __init__(
         self,
