@@ -6,9 +6,11 @@ import os
 import re
 import subprocess
 import sys
-from typing import List
+from typing import Dict, List, Tuple
 
 import pytest
+
+from launch import run_in_one_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: the example scripts parsed by `run_from_command_line` (PaddleNLP's dataclass parser)
@@ -21,9 +23,23 @@ def _help(*command: str) -> str:
     """stdout of `python *command` on an 80-column terminal (the narrowest usual one: the most lines)."""
     result = subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=ROOT, timeout=300,
                             env={**os.environ, "COLUMNS": "80"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.stdout
+    return _checked(result.returncode, result.stdout, result.stderr)
+
+
+def _checked(returncode: int, stdout: str, stderr: str) -> str:
+    assert returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr
+    return stdout
+
+
+@pytest.fixture(scope="module")
+def script_helps() -> Dict[Tuple[str, str], str]:
+    """(script, flag) -> the script's `--help` / `--help-all` text, all run by one interpreter."""
+    cases = [(script, [flag]) for script in SCRIPTS for flag in ("--help", "--help-all")]
+    results = run_in_one_process([(os.path.join(ROOT, s), a) for s, a in cases], cwd=ROOT,
+                                 env={**os.environ, "COLUMNS": "80"})
+    return {(script, args[0]): _checked(r["returncode"], r["stdout"], r["stderr"])
+            for (script, args), r in zip(cases, results)}
 
 
 def options_without_help(help_text: str) -> List[str]:
@@ -50,8 +66,8 @@ def test_the_scripts_are_found():
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_script_help_is_short_and_every_flag_is_explained(script):
-    text = _help(script, "--help")
+def test_script_help_is_short_and_every_flag_is_explained(script, script_helps):
+    text = script_helps[script, "--help"]
     assert len(text.splitlines()) < 150, text
     options = re.findall(r"^  (--\w[\w-]*)", text, flags=re.M)
     assert len(options) >= 5 and options_without_help(text) == [], options_without_help(text)
@@ -63,9 +79,9 @@ def test_script_help_is_short_and_every_flag_is_explained(script):
         assert "--output_dir" in text and "--help-all" in text.splitlines()[-1]  # said at the end
 
 
-@pytest.mark.parametrize("script", TRAINING_SCRIPTS[:1])
-def test_help_all_adds_paddlenlp_flags(script):
-    short, full = _help(script, "--help"), _help(script, "--help-all")
+@pytest.mark.parametrize("script", TRAINING_SCRIPTS)
+def test_help_all_adds_paddlenlp_flags(script, script_helps):
+    short, full = script_helps[script, "--help"], script_helps[script, "--help-all"]
     assert "--gradient_accumulation_steps" in full and "--sharding" in full
     assert len(full.splitlines()) > len(short.splitlines()) + 100
     assert full.index("--resume_from_checkpoint") < full.index("--gradient_accumulation_steps")  # ours first

@@ -174,7 +174,8 @@ def a_file(tmp_path) -> str:
 READ_ONLY = "/proc/paddlemix-eva-out"
 
 
-@pytest.mark.parametrize("flags, expected", [
+#: (flags, texts the error line must hold) of the fine-tuning script; `{file}` is an existing file
+TRAINING_FLAG_CASES = [
     (["--per_device_train_batch_size", "0"], ["--per_device_train_batch_size 0", ">= 1"]),
     (["--per_device_train_batch_size", "-4"], ["--per_device_train_batch_size -4", ">= 1"]),
     (["--per_device_eval_batch_size", "0"], ["--per_device_eval_batch_size 0", ">= 1"]),
@@ -182,22 +183,9 @@ READ_ONLY = "/proc/paddlemix-eva-out"
     (["--output_dir", "{file}/run"], ["--output_dir {file}/run: {file} is a file"]),
     (["--output_dir", READ_ONLY], [f"--output_dir {READ_ONLY}: /proc is not writable"]),
     (["--lerning_rate", "0.1"], ["unknown flag --lerning_rate (did you mean --learning_rate?)"]),
-])
-def test_training_script_flags_are_refused_before_any_work(flags, expected, a_file, tmp_path):
-    """`--data_path` does not exist: a run that got past the flags would fail on it instead."""
-    if READ_ONLY in flags and not os.path.isdir("/proc"):
-        pytest.skip("no /proc on this system")
-    flags = [f.replace("{file}", a_file) for f in flags]
-    defaults = {"--output_dir": str(tmp_path / "out"), "--data_path": str(tmp_path / "no_data")}
-    for flag, value in defaults.items():
-        if flag not in flags:
-            flags += [flag, value]
-    result = _script("eva02/run_eva02_finetune_dist.py", *flags)
-    _refused(result, *[e.replace("{file}", a_file) for e in expected])
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize("script, flags, expected", [
+]
+#: (script, flags, texts the error line must hold) of the evaluation scripts
+EVALUATION_FLAG_CASES = [
     ("eva02/run_eva02_finetune_eval.py", ["--per_device_eval_batch_size", "0"],
      ["--per_device_eval_batch_size 0", ">= 1"]),
     ("eva02/run_eva02_finetune_eval.py", ["--output_dir", "{file}"], ["--output_dir {file} is a file"]),
@@ -206,13 +194,53 @@ def test_training_script_flags_are_refused_before_any_work(flags, expected, a_fi
     ("evaclip/run_zero_shot_eval.py", ["--output_dir", "{file}"], ["--output_dir {file} is a file"]),
     ("evaclip/run_zero_shot_eval.py", ["--per_device_eval_batch_size", "0"], ["--per_device_eval_batch_size", ">= 1"]),
     ("evaclip/run_zero_shot_eval.py", ["--temlates", "t.txt"], ["unknown flag --temlates (did you mean --templates?)"]),
-])
-def test_evaluation_script_flags_are_refused_before_the_evaluation(script, flags, expected, a_file, tmp_path):
-    data = _folder(tmp_path / "val", ["cat", "dog"])
-    flags = [f.replace("{file}", a_file) for f in flags]
-    if "retrieval" not in script:
-        flags += ["--model", "no/such/model", "--eval_data_path" if "finetune" in script else "--data_path", data]
-    _refused(_script(script, *flags), *[e.replace("{file}", a_file) for e in expected])
+]
+
+
+@pytest.fixture(scope="module")
+def refused_script_runs(tmp_path_factory):
+    """The command lines of TRAINING_FLAG_CASES and EVALUATION_FLAG_CASES, all run by one interpreter
+    (`launch.run_in_one_process`; each would spend most of its time importing PaddleNLP): (the existing file
+    named `{file}`, the working folder, {case key: result})."""
+    from launch import run_in_one_process
+
+    root = tmp_path_factory.mktemp("refused")
+    a_file = root / "a_file"
+    a_file.write_text("not a directory")
+    data = _folder(root / "val", ["cat", "dog"])
+    cases = {}
+    for i, (flags, _) in enumerate(TRAINING_FLAG_CASES):
+        flags = [f.replace("{file}", str(a_file)) for f in flags]
+        for flag, value in {"--output_dir": str(root / f"out{i}"), "--data_path": str(root / "no_data")}.items():
+            if flag not in flags:
+                flags += [flag, value]
+        cases["train", i] = ("eva02/run_eva02_finetune_dist.py", flags)
+    for i, (script, flags, _) in enumerate(EVALUATION_FLAG_CASES):
+        flags = [f.replace("{file}", str(a_file)) for f in flags]
+        if "retrieval" not in script:
+            flags += ["--model", "no/such/model", "--eval_data_path" if "finetune" in script else "--data_path", data]
+        cases["eval", i] = (script, flags)
+    results = run_in_one_process([(os.path.join(ROOT, "examples", s), f) for s, f in cases.values()], cwd=ROOT)
+    runs = {key: subprocess.CompletedProcess(args, r["returncode"], r["stdout"], r["stderr"])
+            for (key, (_, args)), r in zip(cases.items(), results)}
+    return str(a_file), root, runs
+
+
+@pytest.mark.parametrize("case", range(len(TRAINING_FLAG_CASES)))
+def test_training_script_flags_are_refused_before_any_work(case, refused_script_runs):
+    """`--data_path` does not exist: a run that got past the flags would fail on it instead."""
+    flags, expected = TRAINING_FLAG_CASES[case]
+    if READ_ONLY in flags and not os.path.isdir("/proc"):
+        pytest.skip("no /proc on this system")
+    a_file, root, runs = refused_script_runs
+    _refused(runs["train", case], *[e.replace("{file}", a_file) for e in expected])
+    assert not (root / f"out{case}").exists()
+
+
+@pytest.mark.parametrize("case", range(len(EVALUATION_FLAG_CASES)))
+def test_evaluation_script_flags_are_refused_before_the_evaluation(case, refused_script_runs):
+    a_file, _, runs = refused_script_runs
+    _refused(runs["eval", case], *[e.replace("{file}", a_file) for e in EVALUATION_FLAG_CASES[case][2]])
 
 
 def _write_model_dir(config, path, edit=None, text=None) -> str:
