@@ -307,6 +307,8 @@ def test_config_types_are_checked_for_every_family_and_nested_towers(tmp_path):
     (["predict", "{img}", "--model", "EVA02-CLIP-B-16", "--labels", "cat,dog,cat"],
      ["duplicate class names ['cat']"]),
     (["predict", "{img}", "--model", "x", "--topp", "3"], ["unknown flag --topp (did you mean --topk?)"]),
+    (["predcit", "{img}", "--model", "x"], ["invalid choice: 'predcit'", "did you mean predict?"]),
+    (["predict", "{img}", "--model", "x", "--backend", "inferenc"], ["did you mean inference?"]),
     (["features", "{img}", "--model", "x", "--out", "{file}/f.npy"], ["--out {file}/f.npy: {file} is a file"]),
     (["features", "{img}", "--model", "x", "--out", "{dir}"], ["--out {dir}.npy"]),
     (["export", "--model", "x", "--out", "{file}"], ["--out {file} is a file; expected a directory"]),

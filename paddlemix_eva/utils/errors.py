@@ -132,7 +132,20 @@ class OneLineParserMixin:
         return namespace, extras
 
     def error(self, message: str):
-        self.exit(BAD_INPUT_STATUS, f"{self.prog}: error: {message} (--help lists the flags)\n")
+        self.exit(BAD_INPUT_STATUS, f"{self.prog}: error: {with_closest_choice(message)} (--help lists the flags)\n")
+
+
+def with_closest_choice(message: str) -> str:
+    """argparse's "invalid choice: 'predcit' (choose from 'list', 'predict', ...)" with the closest choice named."""
+    import difflib
+    import re
+
+    match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not match:
+        return message
+    choices = re.findall(r"'([^']*)'", match.group(2))
+    close = difflib.get_close_matches(match.group(1), choices, n=1, cutoff=0.6)
+    return message + (f"; did you mean {close[0]}?" if close else "")
 
 
 def check_parsed_arguments(arguments: object) -> None:
