@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -140,18 +141,40 @@ def write_model_config(path: str) -> str:
     return path
 
 
+@dataclass(frozen=True)
+class Stage:
+    """The optimisation of one training stage: peak learning rate, linear warmup in epochs (then cosine to 0)."""
+
+    learning_rate: float
+    warmup_epochs: float
+
+
+#: Stage 1 starts on a plateau: from upstream's initialisation both towers give nearly the same embedding to every
+#: input, so the loss sits at ln(batch) until the digit direction grows out of it, and when that happens depends on
+#: the last bits of the arithmetic. With the earlier 6 epochs at 1e-3 (warmup 1 epoch) the plateau lasted 20 to
+#: 150 steps, and the same seed gave 89.1 % zero-shot top-1 on an Intel Xeon, 76.3 % on an AMD Zen 4 and 56.3 % on
+#: an AMD Zen 3. A gentler rate, a 3-epoch warmup and training until the loss flattens (15 epochs) leave the
+#: plateau behind on every try: 97.5 % / 98.1 % after stage 1 with seeds 0 / 1 on the Zen 3 (6 epochs at that rate
+#: gave 72 %, 56 % and 82 % for seeds 0-2).
+DIGIT_STAGE = Stage(learning_rate=5e-4, warmup_epochs=3)
+#: stage 2 starts from stage 1's towers, far from the plateau; 3 epochs (warmup 50 steps) after the stage 1 above gave
+#: 97.8 % zero-shot top-1 and R@1 97.5 % / 100 % on the Zen 3
+CAPTION_STAGE = Stage(learning_rate=1e-3, warmup_epochs=0.375)
+
+
 def _train(python: str, examples_dir: str, model: str, from_scratch: bool, train_data: str, data: str, out: str,
-           epochs: int, num_pairs: int, batch_size: int, learning_rate: float, log_path: str) -> float:
+           epochs: int, num_pairs: int, batch_size: int, stage: Stage, log_path: str) -> float:
     """One training stage by run_pretrain_dist.py (zero-shot top-1 / top-5 on the held-out folder at its end);
     returns its wall time in seconds."""
     steps_per_epoch = max(1, num_pairs // batch_size)
+    warmup_steps = min(int(round(stage.warmup_epochs * steps_per_epoch)), max(1, steps_per_epoch * epochs // 2))
     start = time.time()
     run_logged([python, os.path.join(examples_dir, "run_pretrain_dist.py"), "--do_train",
           "--model", model, "--from_scratch", str(from_scratch).lower(), "--train_data", train_data,
           "--classification_eval", os.path.join(data, "zeroshot"),
           "--zero_shot_templates", os.path.join(data, "templates.txt"), "--output_dir", out,
-          "--optimizer", "adamw", "--learning_rate", str(learning_rate), "--weight_decay", "0.05",
-          "--warmup_steps", str(min(50, steps_per_epoch)), "--num_train_epochs", str(epochs),
+          "--optimizer", "adamw", "--learning_rate", str(stage.learning_rate), "--weight_decay", "0.05",
+          "--warmup_steps", str(warmup_steps), "--num_train_epochs", str(epochs),
           "--per_device_train_batch_size", str(batch_size), "--per_device_eval_batch_size", "128",
           "--crop_scale_min", "0.8", "--save_steps", str(steps_per_epoch * epochs + 1),
           "--evaluation_strategy", "no", "--seed", "0", "--dataloader_num_workers", "1", "--disable_tqdm", "true",
@@ -165,8 +188,8 @@ def _read_json(path: str) -> Dict:
         return json.load(f)
 
 
-def run_demo(workdir: str, examples_dir: str, digit_epochs: int = 6, caption_epochs: int = 6,
-             train_limit: Optional[int] = None, batch_size: int = 64, learning_rate: float = 1e-3) -> Dict:
+def run_demo(workdir: str, examples_dir: str, digit_epochs: int = 15, caption_epochs: int = 3,
+             train_limit: Optional[int] = None, batch_size: int = 64) -> Dict:
     """Data, the two training stages from scratch, zero-shot and retrieval evaluation under `workdir`; returns
     the metrics and paths."""
     os.makedirs(workdir, exist_ok=True)
@@ -181,10 +204,10 @@ def run_demo(workdir: str, examples_dir: str, digit_epochs: int = 6, caption_epo
     stage1, stage2 = os.path.join(workdir, "clip_stage1"), os.path.join(workdir, "clip")
     retrieval_out = os.path.join(workdir, "retrieval")
     seconds1 = _train(python, examples_dir, config, True, os.path.join(data, "train_digits.json"), data, stage1,
-                      digit_epochs, counts["stage1_pairs"], batch_size, learning_rate,
+                      digit_epochs, counts["stage1_pairs"], batch_size, DIGIT_STAGE,
                       os.path.join(workdir, "train_stage1.log"))
     seconds2 = _train(python, examples_dir, stage1, False, os.path.join(data, "train.json"), data, stage2,
-                      caption_epochs, counts["stage2_pairs"], batch_size, learning_rate,
+                      caption_epochs, counts["stage2_pairs"], batch_size, CAPTION_STAGE,
                       os.path.join(workdir, "train_stage2.log"))
     run_logged([python, os.path.join(examples_dir, "run_retrieval_eval.py"), "--model", stage2,
           "--data_path", os.path.join(data, "test.json"), "--image_root", data, "--output_dir", retrieval_out],

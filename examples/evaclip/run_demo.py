@@ -1,7 +1,7 @@
 """`make demo-clip`: train a small EVA-CLIP from scratch on captioned scikit-learn digits, then evaluate zero-shot
 classification and image-text retrieval on held-out digits.
 
-    python examples/evaclip/run_demo.py [--workdir output/demo_clip] [--digit_epochs 6] [--caption_epochs 6]
+    python examples/evaclip/run_demo.py [--workdir output/demo_clip] [--digit_epochs 15] [--caption_epochs 3]
 
 Each step runs the same script as the full recipe (run_pretrain_dist.py twice: digit-name captions, then all
 captions; run_retrieval_eval.py) with smaller flags; see examples/evaclip/digits_clip_demo.py for the data, the
@@ -23,8 +23,8 @@ from digits_clip_demo import run_demo, summary_lines
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="output/demo_clip", help="data, checkpoints and logs go here")
-    parser.add_argument("--digit_epochs", type=int, default=6, help="stage 1: epochs on the digit-name captions")
-    parser.add_argument("--caption_epochs", type=int, default=6, help="stage 2: epochs on all captions")
+    parser.add_argument("--digit_epochs", type=int, default=15, help="stage 1: epochs on the digit-name captions")
+    parser.add_argument("--caption_epochs", type=int, default=3, help="stage 2: epochs on all captions")
     parser.add_argument("--train_limit", type=int, default=None,
                         help="train on about this many digits (stratified; default: all not held out)")
     parser.add_argument("--verbose", action="store_true", help="also show Paddle's / PaddleNLP's own messages")
