@@ -250,3 +250,44 @@ def test_a_killed_run_takes_its_workers_along(data, tmp_path, target, signum):
     finally:
         left = survivors(token)
     assert not left, f"left behind after {signal.Signals(signum).name} of the {target}: {left}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_two_node_run_leaves_nothing_behind_and_only_the_writer_says_so(data, tmp_path):
+    """Fine-tuning as two "nodes" of one process each on 127.0.0.1 (one launcher per node, as on two machines, one
+    job id), 2 DataLoader workers per rank: both launchers exit 0, no process of either node outlives them, and
+    only node 0, which writes the model, logs where it was saved (node 1 logged it for a folder it never wrote)."""
+    port, token = _free_port(), uuid.uuid4().hex
+    script, *args = script_args(data, "finetune", tmp_path / "out")
+    launchers, watch = [], PidWatch(token)
+    try:
+        for node in (0, 1):
+            command = [sys.executable, "-m", "paddle.distributed.launch", "--master", f"127.0.0.1:{port}",
+                       "--nnodes", "2", "--rank", str(node), "--nproc_per_node", "1",
+                       "--job_id", f"twonodes{token[:8]}", "--log_dir", str(tmp_path / f"logs{node}"), script, *args]
+            launchers.append(subprocess.Popen(command, env=marked_env(token), stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, cwd=str(tmp_path)))
+        outputs = [proc.communicate(timeout=240)[0].decode(errors="replace") for proc in launchers]
+        pids = watch.stop()
+        # every file the node's launcher wrote (its own log and its rank's; the names follow --job_id)
+        node_logs = ["".join(p.read_text(errors="replace") for p in sorted((tmp_path / f"logs{node}").iterdir())
+                             if p.is_file()) for node in (0, 1)]
+        for node, proc in enumerate(launchers):
+            assert proc.returncode == 0, f"node {node}: {outputs[node][-2000:]}\n{node_logs[node][-3000:]}"
+        assert not survivors(token), "a node left processes behind"
+        assert len(pids) >= 6, pids  # per node: the launcher, its rank and the rank's 2 workers
+        assert f"model saved in {tmp_path / 'out'}" in node_logs[0], node_logs[0][-2000:]
+        assert "fine-tuning done" in node_logs[1] and "saved in" not in node_logs[1], node_logs[1][-2000:]
+    finally:
+        for proc in launchers:
+            if proc.poll() is None:
+                proc.kill()
+        survivors(token, grace=0)
