@@ -231,10 +231,9 @@ class SeededImageFolder(SeededSamples, ImageFolder):
         return self.transform(img, self.sample_rng(index)), np.int64(label), self.sample_key(index)
 
 
-class ImageCaptionPairs(RobustDataset):
+class ImageCaptionPairs(SeededSamples, RobustDataset):
     """(transformed image, token ids) of `self.pairs`, a list of (image path, caption) the subclass reads from its
-    file. `transform(image, rng)` gets a generator seeded by (seed, epoch, index), so augmentation does not depend
-    on the number of processes or workers (as for `SeededImageDataset`)."""
+    file. `transform(image, rng)` gets `sample_rng(index)`, seeded by (seed, epoch, index) (see `SeededSamples`)."""
 
     #: what a pair is called in the warning about its missing image (a manifest row, a caption)
     pair_name = "pair"
@@ -243,13 +242,10 @@ class ImageCaptionPairs(RobustDataset):
                  tokenize: Callable[[str], np.ndarray], on_error: str = "substitute", seed: int = 0):
         super().__init__(on_error)
         self.pairs, self.transform, self.tokenize = pairs, transform, tokenize
-        self.seed, self.epoch = int(seed), 0
+        self.seed = int(seed)
 
     def __len__(self) -> int:
         return len(self.pairs)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def load(self, index: int):
         path, caption = self.pairs[index]
@@ -259,8 +255,7 @@ class ImageCaptionPairs(RobustDataset):
         img = open_rgb(path)
         if img is None:
             return None
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        return self.transform(img, rng), self.tokenize(caption)[0]
+        return self.transform(img, self.sample_rng(index)), self.tokenize(caption)[0]
 
 
 class ImageTextManifest(ImageCaptionPairs):
