@@ -170,7 +170,6 @@ class SeededImageDataset(SeededSamples, RobustDataset):
         super().__init__(on_error="substitute")
         self.paths = list_images(source)
         self.seed = int(seed)
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -221,7 +220,6 @@ class SeededImageFolder(SeededSamples, ImageFolder):
                  classes: Optional[Sequence[str]] = None, on_error: str = "substitute", seed: int = 0):
         super().__init__(root, transform, classes, on_error)
         self.seed = int(seed)
-        self.epoch = 0
 
     def load(self, index: int):
         path, label = self.samples[index]

@@ -53,8 +53,6 @@ def exit_on_bad_input(main: Callable[[], T]) -> T:
 def positive_int(text: str) -> int:
     """argparse type of a count that must be at least 1 (a batch size, top-k): a bad value is a usage error
     naming the flag, before any work."""
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
